@@ -1,0 +1,299 @@
+"""Training loop for ε-prediction DDPMs, atomic checkpoints and manifests.
+
+The loss is the simple DDPM objective (Ho et al. 2020, eq. 14; seed 000 §3.1):
+
+    L = E_{x0, t ~ U{0..T-1}, ε ~ N(0, I)} || ε − ε_θ( √ᾱ_t x0 + √(1−ᾱ_t) ε , t ) ||²
+
+Everything random (batch indices, t, ε) is drawn from one seeded ``torch.Generator``
+whose state is saved in the checkpoint, so a run that is stopped and resumed ends
+with the same weights as one that was never interrupted (tested).
+
+Two files, each written atomically (temporary file + ``os.replace``) with a manifest
+``<name>.json`` beside it (command, config, seed, data fingerprint, git commit, sha256):
+
+* the resumable state ``build/train/<name>.pt`` (weights, EMA, optimizer, generator);
+* at the end, the exported EMA weights ``data/checkpoints/<name>.pt`` — the small
+  file the notebooks load and the repository commits.
+
+Command line (what the committed checkpoints were made with)::
+
+    python -m lib.train --category gravel --image-size 64 --name ddpm_tiny_gravel64
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .diffusion import Diffusion, make_betas
+from .models import UNET_PRESETS, pick_device, unet
+
+__all__ = ["TrainConfig", "train_ddpm", "load_checkpoint", "save_atomic", "sha256_file",
+           "write_manifest", "read_manifest", "verify_checkpoint"]
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class TrainConfig:
+    preset: str = "tiny"
+    image_size: int = 64
+    schedule: str = "linear"
+    T: int = 1000
+    steps: int = 6000
+    batch_size: int = 16
+    lr: float = 2e-4
+    seed: int = 0
+    ckpt_every: int = 500
+    ema_decay: float = 0.999
+
+    def validate(self) -> None:
+        if self.preset not in UNET_PRESETS:
+            raise ValueError(f"preset={self.preset!r} is unknown; choose one of {sorted(UNET_PRESETS)}")
+        for name in ("steps", "batch_size", "T", "ckpt_every", "image_size"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be a positive integer")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay={self.ema_decay} must be in [0, 1)")
+
+
+# ----------------------------------------------------------------------------- files
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _umask_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def save_atomic(obj, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temporary file in the same folder, then ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.chmod(tmp, _umask_mode())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def _write_text_atomic(text: str, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(tmp, _umask_mode())
+    os.replace(tmp, path)
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
+                             text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return out.stdout.strip() + ("+dirty" if dirty else "") if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def write_manifest(ckpt: Path, *, command: str, config: dict, seed: int, data_fingerprint: str,
+                   extra: dict | None = None) -> Path:
+    """Write ``<ckpt>.json``: command, config, seed, data fingerprint, commit, sha256."""
+    ckpt = Path(ckpt)
+    manifest = {
+        "checkpoint": ckpt.name,
+        "sha256": sha256_file(ckpt),
+        "bytes": ckpt.stat().st_size,
+        "command": command,
+        "config": config,
+        "seed": seed,
+        "data_fingerprint": data_fingerprint,
+        "commit": _git_commit(),
+        "torch": torch.__version__,
+        **(extra or {}),
+    }
+    path = ckpt.with_suffix(".json")
+    _write_text_atomic(json.dumps(manifest, indent=2, sort_keys=True) + "\n", path)
+    return path
+
+
+def read_manifest(ckpt: str | os.PathLike) -> dict:
+    path = Path(ckpt).with_suffix(".json")
+    if not path.exists():
+        raise FileNotFoundError(f"manifest {path} is missing; a checkpoint without its manifest is "
+                                "not trusted — retrain with `python -m lib.train` to write both")
+    return json.loads(path.read_text())
+
+
+def verify_checkpoint(ckpt: str | os.PathLike) -> dict:
+    """Check the checkpoint's sha256 against its manifest; return the manifest."""
+    manifest = read_manifest(ckpt)
+    digest = sha256_file(ckpt)
+    if digest != manifest["sha256"]:
+        raise ValueError(f"checkpoint {ckpt} has sha256 {digest[:12]}… but its manifest says "
+                         f"{manifest['sha256'][:12]}…; the file was changed or is corrupt — "
+                         "restore it from git or retrain it")
+    return manifest
+
+
+# ----------------------------------------------------------------------------- training
+def _build(cfg: TrainConfig, device: torch.device):
+    model = unet(cfg.preset, cfg.image_size).to(device)
+    ema = unet(cfg.preset, cfg.image_size).to(device)
+    ema.load_state_dict(model.state_dict())
+    ema.requires_grad_(False)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    return model, ema, opt
+
+
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu", ema: bool = True,
+                    verify: bool = True):
+    """Load a trained UNet (EMA weights by default) and its :class:`Diffusion` from a checkpoint."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} does not exist; train it with "
+                                f"`python -m lib.train --name {path.stem} ...` (see the manifest of a sibling "
+                                "checkpoint for the full command) or pass retrain=True in the notebook")
+    if verify:
+        verify_checkpoint(path)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    cfg = TrainConfig(**state["config"])
+    model = unet(cfg.preset, cfg.image_size)
+    model.load_state_dict(state["ema" if ema or "model" not in state else "model"])
+    model.to(device).eval()
+    return model, Diffusion(make_betas(cfg.schedule, cfg.T)), cfg
+
+
+def train_ddpm(images: torch.Tensor, cfg: TrainConfig, out: str | os.PathLike, *,
+               export: str | os.PathLike | None = None,
+               device: str | torch.device | None = None, data_fingerprint: str = "unknown",
+               command: str | None = None, progress: bool = True, stop_after: int | None = None):
+    """Train an ε-prediction UNet on ``images`` (N×3×H×W in [−1, 1]).
+
+    ``out`` is the resumable checkpoint: an existing one with the same config is
+    resumed (``steps`` may be larger than before: that extends a finished run, and since
+    all randomness continues from the saved generator, 0→a→b equals 0→b). When training completes, the EMA weights go to ``export`` (if given).
+    ``stop_after`` ends the run early after that many steps (used to test resuming).
+    Returns ``(model, ema, losses)``.
+    """
+    cfg.validate()
+    device = pick_device(None if device is None else str(device))
+    out = Path(out)
+    if images.ndim != 4 or images.shape[1] != 3 or images.shape[-1] != cfg.image_size:
+        raise ValueError(f"images must be N×3×{cfg.image_size}×{cfg.image_size} in [-1, 1]; got "
+                         f"{tuple(images.shape)} — load them with lib.data and resize to image_size")
+    diffusion = Diffusion(make_betas(cfg.schedule, cfg.T))
+    alpha_bar = diffusion.alpha_bar.to(device=device, dtype=torch.float32)
+    torch.manual_seed(cfg.seed)  # weight init (and dropout); all sampling below uses `gen`
+    model, ema, opt = _build(cfg, device)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    step, losses = 0, []
+    if out.exists():
+        state = torch.load(out, map_location="cpu", weights_only=False)
+        saved = {**state["config"], "steps": cfg.steps}
+        if saved != asdict(cfg) or state["step"] > cfg.steps:
+            raise ValueError(f"{out} was trained with a different config {state['config']}; "
+                             "choose another --name/--out or delete it to start over (only `steps` "
+                             "may grow, to extend a run)")
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["optimizer"])
+        gen.set_state(state["generator"])
+        step, losses = state["step"], state["losses"]
+
+    def save():
+        save_atomic({"config": asdict(cfg), "step": step, "losses": losses,
+                     "model": model.state_dict(), "ema": ema.state_dict(),
+                     "optimizer": opt.state_dict(), "generator": gen.get_state()}, out)
+        write_manifest(out, command=command or " ".join([sys.executable, *sys.argv]),
+                       config=asdict(cfg), seed=cfg.seed, data_fingerprint=data_fingerprint,
+                       extra={"step": step, "final": step >= cfg.steps,
+                              "n_images": int(images.shape[0])})
+
+    model.train()
+    end = cfg.steps if stop_after is None else min(cfg.steps, step + stop_after)
+    bar = tqdm(total=cfg.steps, initial=step, desc="train DDPM", disable=not progress)
+    t0 = time.perf_counter()
+    while step < end:
+        idx = torch.randint(0, images.shape[0], (cfg.batch_size,), generator=gen)
+        t = torch.randint(0, cfg.T, (cfg.batch_size,), generator=gen)
+        eps = torch.randn((cfg.batch_size, *images.shape[1:]), generator=gen)
+        x0 = images[idx].to(device)
+        t, eps = t.to(device), eps.to(device)
+        a = alpha_bar[t].view(-1, 1, 1, 1)
+        x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps
+        loss = torch.nn.functional.mse_loss(model(x_t, t).sample, eps)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            for pe, pm in zip(ema.parameters(), model.parameters()):
+                pe.lerp_(pm, 1 - cfg.ema_decay)
+        step += 1
+        losses.append(loss.item())
+        bar.update(1)
+        bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}")
+        if step % cfg.ckpt_every == 0 or step == end:
+            save()
+    bar.close()
+    if export is not None and step >= cfg.steps:
+        export = Path(export)
+        save_atomic({"config": asdict(cfg), "step": step, "losses": losses, "ema": ema.state_dict()},
+                    export)
+        write_manifest(export, command=command or " ".join([sys.executable, *sys.argv]),
+                       config=asdict(cfg), seed=cfg.seed, data_fingerprint=data_fingerprint,
+                       extra={"step": step, "final": True, "n_images": int(images.shape[0]),
+                              "weights": "EMA (decay %g)" % cfg.ema_decay})
+    if progress:
+        print(f"trained to step {step}/{cfg.steps} in {time.perf_counter() - t0:.1f} s -> {out}")
+    return model, ema, losses
+
+
+def main(argv: list[str] | None = None) -> None:
+    from . import data as kit_data
+
+    p = argparse.ArgumentParser(description="Train a DDPM (ε-prediction) on one benchmark category")
+    p.add_argument("--data", default=None, help="MVTec-layout root (default: the embedded benchmark)")
+    p.add_argument("--category", default="gravel")
+    p.add_argument("--name", required=True, help="checkpoint name, e.g. ddpm_tiny_gravel64")
+    p.add_argument("--state-dir", type=Path, default=REPO / "build" / "train",
+                   help="where the resumable state goes")
+    p.add_argument("--export-dir", type=Path, default=REPO / "data" / "checkpoints",
+                   help="where the final EMA weights go")
+    p.add_argument("--device", default=None)
+    for f in TrainConfig.__dataclass_fields__.values():
+        p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
+    a = p.parse_args(argv)
+    cfg = TrainConfig(**{k: getattr(a, k) for k in TrainConfig.__dataclass_fields__})
+    root = Path(a.data) if a.data else kit_data.embedded_benchmark(image_size=cfg.image_size)
+    cat = kit_data.load_category(root, a.category, image_size=cfg.image_size)
+    images = kit_data.to_tensor(cat.train.images)
+    cmd = "python -m lib.train " + " ".join(argv if argv is not None else sys.argv[1:])
+    train_ddpm(images, cfg, a.state_dir / f"{a.name}.pt", export=a.export_dir / f"{a.name}.pt",
+               device=a.device, command=cmd, data_fingerprint=kit_data.fingerprint(root / a.category))
+
+
+if __name__ == "__main__":
+    main()
