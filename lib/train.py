@@ -51,7 +51,7 @@ class TrainConfig:
     image_size: int = 64
     schedule: str = "linear"
     T: int = 1000
-    steps: int = 6000
+    steps: int = 12000
     batch_size: int = 16
     lr: float = 2e-4
     seed: int = 0

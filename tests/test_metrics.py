@@ -145,7 +145,7 @@ def test_pro_constant_map(fpr_limit):
     assert pro_auc(constant, masks, fpr_limit) == pytest.approx(fpr_limit / 2, abs=1e-12)
 
 
-@pytest.mark.parametrize("seed, fpr_limit", itertools.product(range(4), [0.3, 0.05, 1.0]))
+@pytest.mark.parametrize("seed, fpr_limit", list(itertools.product(range(4), [0.3, 0.05, 1.0])))
 def test_pro_matches_brute_force_with_ties(seed, fpr_limit):
     rng = np.random.default_rng(seed)
     masks = random_masks(rng, 3, 12)
