@@ -6,6 +6,10 @@ Presets
     Trains on a laptop CPU in minutes at 64×64: four levels (16, 32, 64, 128
     channels), one residual block per level, self-attention only at the lowest
     resolution (8×8). About 2.7 M parameters.
+``small``
+    The quick-profile models of notebooks 03 and 04 (one per category, so they must be small
+    in the repository): four levels (32, 48, 64, 64 channels), one residual block per level,
+    attention at the lowest resolution. About 1.4 M parameters (2.7 MB stored as float16).
 ``paper``
     DiffusionAD's reconstruction UNet (seed 003; settings from the authors' code,
     see ``shared/reference/paper-settings.md``): 256×256 input, base 128 channels,
@@ -17,6 +21,13 @@ Presets
     Difference from the authors' guided-diffusion UNet: diffusers fixes the
     *per-head width* (64 here), so the attention layers have 4 heads at 256 channels
     and 8 heads at 512 channels instead of 4 everywhere.
+
+Segmentation sub-network (``SEG_PRESETS``, :class:`SegmentationUNet`)
+----------------------------------------------------------------------
+DiffusionAD's discriminative head (seed 003; the authors' ``Seg_subnetwork.py``),
+a plain PyTorch U-Net on the 6-channel (image, reconstruction) pair. ``tiny``:
+widths (16, 32, 64, 64), about 0.2 M parameters; ``paper``: (64, 128, 256, 512,
+512, 512), the authors' layout (28.4 M parameters, the same count as theirs).
 """
 
 from __future__ import annotations
@@ -24,9 +35,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
+import torch.nn.functional as F
 from diffusers import UNet2DModel
+from torch import nn
 
-__all__ = ["UNET_PRESETS", "UNetConfig", "unet", "count_parameters", "pick_device"]
+__all__ = ["UNET_PRESETS", "UNetConfig", "unet", "count_parameters", "pick_device",
+           "SEG_PRESETS", "SegmentationUNet", "segmentation_net"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +70,15 @@ UNET_PRESETS: dict[str, UNetConfig] = {
     "tiny": UNetConfig(
         sample_size=64,
         block_out_channels=(16, 32, 64, 128),
+        down_block_types=("DownBlock2D",) * 3 + ("AttnDownBlock2D",),
+        up_block_types=("AttnUpBlock2D",) + ("UpBlock2D",) * 3,
+        layers_per_block=1,
+        attention_head_dim=32,
+        norm_num_groups=8,
+    ),
+    "small": UNetConfig(
+        sample_size=64,
+        block_out_channels=(32, 48, 64, 64),
         down_block_types=("DownBlock2D",) * 3 + ("AttnDownBlock2D",),
         up_block_types=("AttnUpBlock2D",) + ("UpBlock2D",) * 3,
         layers_per_block=1,
@@ -116,3 +139,94 @@ def pick_device(prefer: str | None = None) -> torch.device:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+# ----------------------------------------------------------------------------------
+# DiffusionAD's segmentation sub-network
+# ----------------------------------------------------------------------------------
+
+SEG_PRESETS: dict[str, tuple[int, ...]] = {
+    "tiny": (16, 32, 64, 64),
+    "paper": (64, 128, 256, 512, 512, 512),
+}
+
+
+def _conv_bn_relu(c_in: int, c_out: int) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+
+
+def _double_conv(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(*_conv_bn_relu(c_in, c_out), *_conv_bn_relu(c_out, c_out))
+
+
+class SegmentationUNet(nn.Module):
+    """DiffusionAD's segmentation sub-network (seed 003 §IV; ``paper-settings.md``).
+
+    Input: the channel concatenation of the image and its reconstruction
+    (``in_channels=6``), any H x W with min(H, W) >= 2^(levels−1) (sizes not
+    divisible by 2^(levels−1) are fine: max-pooling floors, and each decoder stage
+    upsamples bilinearly to its skip's exact size).
+
+    Encoder: one (conv3x3-BN-ReLU)x2 block per entry of ``widths``, 2x2 max-pool
+    between levels. Decoder, from the bottom up, per level i: bilinear upsampling
+    (align_corners=True) to the skip's size, conv3x3-BN-ReLU to width
+    ``widths[max(i−1, 0)]``, concatenation with the skip, (conv3x3-BN-ReLU)x2 -- the
+    channel layout of the authors' ``DecoderSegmentation`` (for the paper widths
+    512, 256, 128, 64, 64 out of the decoder). Head: one conv of ``head_kernel``
+    (the authors: 3x3; 1 gives a 1x1 head).
+
+    ``forward`` returns **logits** (B, out_channels, H, W), not probabilities: apply
+    ``torch.sigmoid`` for the anomaly map. The authors end with a sigmoid and compute
+    the focal loss on probabilities; the losses in :mod:`lib.losses` take logits
+    (focal, via BCE-with-logits, numerically stable) or ``sigmoid(logits)``
+    (smooth L1).
+    """
+
+    def __init__(self, in_channels: int = 6, widths=(64, 128, 256, 512, 512, 512),
+                 out_channels: int = 1, head_kernel: int = 3):
+        super().__init__()
+        widths = tuple(int(w) for w in widths)
+        if len(widths) < 2 or min(widths) < 1:
+            raise ValueError(f"widths needs at least two positive entries, got {widths}")
+        if head_kernel % 2 != 1:
+            raise ValueError(f"head_kernel must be odd, got {head_kernel}")
+        self.widths = widths
+        self.encoder = nn.ModuleList(
+            _double_conv(in_channels if i == 0 else widths[i - 1], w) for i, w in enumerate(widths))
+        self.pool = nn.MaxPool2d(2)
+        self.up, self.fuse = nn.ModuleList(), nn.ModuleList()
+        c = widths[-1]
+        for i in reversed(range(len(widths) - 1)):
+            d = widths[max(i - 1, 0)]
+            self.up.append(nn.Sequential(*_conv_bn_relu(c, d)))
+            self.fuse.append(_double_conv(d + widths[i], d))
+            c = d
+        self.head = nn.Conv2d(c, out_channels, head_kernel, padding=head_kernel // 2)
+
+    @property
+    def min_size(self) -> int:
+        return 2 ** (len(self.widths) - 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or min(x.shape[-2:]) < self.min_size:
+            raise ValueError(f"input must be B x C x H x W with min(H, W) >= {self.min_size} for "
+                             f"{len(self.widths)} levels, got {tuple(x.shape)}")
+        skips = []
+        h = x
+        for i, block in enumerate(self.encoder):
+            h = block(self.pool(h) if i else h)
+            skips.append(h)
+        h = skips.pop()
+        for up, fuse in zip(self.up, self.fuse):
+            skip = skips.pop()
+            h = F.interpolate(h, size=skip.shape[-2:], mode="bilinear", align_corners=True)
+            h = fuse(torch.cat([up(h), skip], dim=1))
+        return self.head(h)
+
+
+def segmentation_net(preset: str = "tiny", in_channels: int = 6, out_channels: int = 1,
+                     head_kernel: int = 3) -> SegmentationUNet:
+    """Build a :class:`SegmentationUNet` from ``SEG_PRESETS`` (``"tiny"`` or ``"paper"``)."""
+    if preset not in SEG_PRESETS:
+        raise ValueError(f"preset={preset!r} is unknown; choose one of {sorted(SEG_PRESETS)}")
+    return SegmentationUNet(in_channels, SEG_PRESETS[preset], out_channels, head_kernel)

@@ -189,20 +189,23 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
 def train_ddpm(images: torch.Tensor, cfg: TrainConfig, out: str | os.PathLike, *,
                export: str | os.PathLike | None = None,
                device: str | torch.device | None = None, data_fingerprint: str = "unknown",
-               command: str | None = None, progress: bool = True, stop_after: int | None = None):
+               command: str | None = None, progress: bool = True, stop_after: int | None = None,
+               export_half: bool = False, extra: dict | None = None):
     """Train an ε-prediction UNet on ``images`` (N×3×H×W in [−1, 1]).
 
     ``out`` is the resumable checkpoint: an existing one with the same config is
     resumed (``steps`` may be larger than before: that extends a finished run, and since
     all randomness continues from the saved generator, 0→a→b equals 0→b). When training completes, the EMA weights go to ``export`` (if given).
     ``stop_after`` ends the run early after that many steps (used to test resuming).
+    ``export_half`` stores the exported EMA weights as float16 (half the size in the repository;
+    :func:`load_checkpoint` loads them back into float32). ``extra`` goes into the manifests.
     Returns ``(model, ema, losses)``.
     """
     cfg.validate()
     device = pick_device(None if device is None else str(device))
     out = Path(out)
     if images.ndim != 4 or images.shape[1] != 3 or images.shape[-1] != cfg.image_size:
-        raise ValueError(f"images must be N×3×{cfg.image_size}×{cfg.image_size} in [-1, 1]; got "
+        raise ValueError(f"images must be N×3×H×{cfg.image_size} in [-1, 1]; got "
                          f"{tuple(images.shape)} — load them with lib.data and resize to image_size")
     diffusion = Diffusion(make_betas(cfg.schedule, cfg.T))
     alpha_bar = diffusion.alpha_bar.to(device=device, dtype=torch.float32)
@@ -230,7 +233,7 @@ def train_ddpm(images: torch.Tensor, cfg: TrainConfig, out: str | os.PathLike, *
         write_manifest(out, command=command or " ".join([sys.executable, *sys.argv]),
                        config=asdict(cfg), seed=cfg.seed, data_fingerprint=data_fingerprint,
                        extra={"step": step, "final": step >= cfg.steps,
-                              "n_images": int(images.shape[0])})
+                              "n_images": int(images.shape[0]), **(extra or {})})
 
     model.train()
     end = cfg.steps if stop_after is None else min(cfg.steps, step + stop_after)
@@ -260,12 +263,15 @@ def train_ddpm(images: torch.Tensor, cfg: TrainConfig, out: str | os.PathLike, *
     bar.close()
     if export is not None and step >= cfg.steps:
         export = Path(export)
-        save_atomic({"config": asdict(cfg), "step": step, "losses": losses, "ema": ema.state_dict()},
-                    export)
+        weights = {k: v.half() if export_half and v.is_floating_point() else v
+                   for k, v in ema.state_dict().items()}
+        save_atomic({"config": asdict(cfg), "step": step, "losses": losses, "ema": weights}, export)
         write_manifest(export, command=command or " ".join([sys.executable, *sys.argv]),
                        config=asdict(cfg), seed=cfg.seed, data_fingerprint=data_fingerprint,
                        extra={"step": step, "final": True, "n_images": int(images.shape[0]),
-                              "weights": "EMA (decay %g)" % cfg.ema_decay})
+                              "weights": "EMA (decay %g)%s" % (cfg.ema_decay,
+                                                              ", stored as float16" if export_half else ""),
+                              **(extra or {})})
     if progress:
         print(f"trained to step {step}/{cfg.steps} in {time.perf_counter() - t0:.1f} s -> {out}")
     return model, ema, losses
@@ -283,16 +289,23 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--export-dir", type=Path, default=REPO / "data" / "checkpoints",
                    help="where the final EMA weights go")
     p.add_argument("--device", default=None)
+    p.add_argument("--val-fraction", type=float, default=0.0,
+                   help="hold out this fraction of the train split (its last images) as a validation "
+                        "set that training never sees (thesis §4.1: 20%%)")
+    p.add_argument("--export-half", action="store_true", help="store the exported EMA weights as float16")
     for f in TrainConfig.__dataclass_fields__.values():
         p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
     a = p.parse_args(argv)
     cfg = TrainConfig(**{k: getattr(a, k) for k in TrainConfig.__dataclass_fields__})
     root = Path(a.data) if a.data else kit_data.embedded_benchmark(image_size=cfg.image_size)
     cat = kit_data.load_category(root, a.category, image_size=cfg.image_size)
-    images = kit_data.to_tensor(cat.train.images)
+    train_split, val_split = kit_data.split_validation(cat.train, a.val_fraction)
+    images = kit_data.to_tensor(train_split.images)
     cmd = "python -m lib.train " + " ".join(argv if argv is not None else sys.argv[1:])
     train_ddpm(images, cfg, a.state_dir / f"{a.name}.pt", export=a.export_dir / f"{a.name}.pt",
-               device=a.device, command=cmd, data_fingerprint=kit_data.fingerprint(root / a.category))
+               device=a.device, command=cmd, data_fingerprint=kit_data.fingerprint(root / a.category),
+               export_half=a.export_half,
+               extra={"val_fraction": a.val_fraction, "validation_images": len(val_split.images)})
 
 
 if __name__ == "__main__":

@@ -1,0 +1,263 @@
+"""Speed benchmarks, measured side by side in one run (never timing assertions in tests).
+
+    python -m lib.bench diffusionad                   # paper-size UNet at 256², GPU if present
+    python -m lib.bench diffusionad --device cpu --preset small --seg-preset tiny --image-size 64
+
+``diffusionad`` times the *whole* norm-guided inference of DiffusionAD (seed 003 §IV-B/C):
+two noisings, both UNet passes, eqs. 6–8, the segmentation sub-network, the sigmoid and the
+top-50 image score, for
+
+* the paper's setting — eager fp32, batch 1, the two noisings as two UNet calls
+  (the authors report 23.5 images/s on an A100, Table VI);
+* fast paths — the two noisings of an image in one batched UNet call, bf16 autocast,
+  channels-last memory, ``torch.compile`` (default mode for large batches; "reduce-overhead",
+  i.e. CUDA graphs, for batch-1 latency).
+
+It checks that the fast path computes the same function: anomaly maps and image scores of the
+embedded benchmark's test split, with the same noise, against the fp32 path (max |Δ|), and the
+image / pixel AUROC of both. Weights are random unless ``--checkpoint`` is given (speed does not
+depend on the weights; the AUROC of random weights is meaningless and is labelled so — it is
+only compared between the two paths).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from .diffusion import Diffusion, make_betas
+from .diffusionad import norm_guided_core, image_score
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _time(fn, n_images, device, warmup, repeats):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    med = times[len(times) // 2]
+    return {"ms_per_call": 1000 * med, "images_per_s": n_images / med}
+
+
+def make_pipeline(unet, seg, diffusion: Diffusion, t_s=200, t_b=400, w=1.0, one_call=True,
+                  dtype=None, k=50):
+    """x, noise_s, noise_b → (anomaly map (B,H,W) float32, image score (B,)).
+
+    The same arithmetic as :func:`lib.diffusionad.norm_guided` (it calls its core), with the
+    coefficients for fixed t_s, t_b precomputed as Python floats so nothing touches the host."""
+    ab = diffusion.alpha_bar
+    coefs = (math.sqrt(ab[t_s]), math.sqrt(1 - ab[t_s]), math.sqrt(ab[t_b]), math.sqrt(1 - ab[t_b]))
+
+    def eps_model(x_t, t):
+        return unet(x_t, t).sample
+
+    def run(x, n_s, n_b):
+        B = x.shape[0]
+        ts = torch.full((B,), t_s, device=x.device, dtype=torch.long)
+        tb = torch.full((B,), t_b, device=x.device, dtype=torch.long)
+        with torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
+            r = norm_guided_core(eps_model, x, ts, tb, coefs, n_s, n_b, w, one_call)
+            logits = seg(torch.cat([x, r.x0_g.to(x.dtype)], 1))
+        amap = torch.sigmoid(logits.float())[:, 0]
+        return amap, image_score(amap, k)
+
+    return run
+
+
+def _load_models(args, device):
+    from .models import segmentation_net, unet
+
+    torch.manual_seed(args.seed)
+    if args.checkpoint:
+        from .diffusionad import load_diffusionad
+
+        m = load_diffusionad(args.checkpoint)
+        return m.unet, m.seg, m.diffusion, f"trained checkpoint {args.checkpoint}"
+    u = unet(args.preset, args.image_size)
+    s = segmentation_net(args.seg_preset)
+    return u, s, Diffusion(make_betas("linear", 1000)), "random weights"
+
+
+def _eval_set(args):
+    from . import data as kit_data
+
+    root = kit_data.embedded_benchmark(image_size=args.image_size)
+    cat = kit_data.load_category(root, args.category, image_size=args.image_size)
+    x = kit_data.to_tensor(cat.test.images)
+    masks = torch.as_tensor(cat.test.masks)
+    labels = torch.as_tensor(cat.test.labels)
+    return x, masks, labels
+
+
+def bench_diffusionad(args) -> list[dict]:
+    from .metrics import image_auroc, pixel_auroc
+    from .models import count_parameters, pick_device
+
+    device = pick_device(args.device)
+    unet32, seg32, diffusion, weights = _load_models(args, device)
+    unet32.to(device).eval().requires_grad_(False)
+    seg32.to(device).eval().requires_grad_(False)
+    print(f"device: {torch.cuda.get_device_name() if device.type == 'cuda' else 'CPU'}; UNet "
+          f"{args.preset} {count_parameters(unet32) / 1e6:.1f} M params, seg net {args.seg_preset} "
+          f"{count_parameters(seg32) / 1e6:.1f} M, {args.image_size}², {weights}", flush=True)
+    gpu = device.type == "cuda"
+    warm, reps = (args.warmup, args.repeats) if gpu else (1, 3)
+    H = W = args.image_size
+
+    # ---- correctness data: the embedded test split, one noise draw per image (shared by all paths)
+    x_eval, masks, labels = _eval_set(args)
+    g = torch.Generator().manual_seed(args.seed)
+    n_s = torch.randn(x_eval.shape, generator=g)
+    n_b = torch.randn(x_eval.shape, generator=g)
+
+    ref = make_pipeline(unet32, seg32, diffusion, one_call=False)
+    with torch.no_grad():
+        ref_maps, ref_scores = [], []
+        for i in range(len(x_eval)):
+            a, s = ref(x_eval[i:i + 1].to(device), n_s[i:i + 1].to(device), n_b[i:i + 1].to(device))
+            ref_maps.append(a.cpu())
+            ref_scores.append(s.cpu())
+        ref_maps, ref_scores = torch.cat(ref_maps), torch.cat(ref_scores)
+
+    rows = []
+
+    def record(name, fn, batch, check=None):
+        x = torch.randn(batch, 3, H, W, device=device).clamp(-1, 1)
+        xs = x.contiguous(memory_format=torch.channels_last) if "channels-last" in name else x
+
+        def call():
+            return fn(xs, torch.randn_like(xs), torch.randn_like(xs))
+
+        if gpu:
+            torch.cuda.reset_peak_memory_stats()
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            call()
+            _sync(device)
+        first = time.perf_counter() - t0
+        with torch.no_grad():
+            r = _time(call, batch, device, warm, reps)
+        row = {"path": name, "batch": batch, "images_per_s": r["images_per_s"],
+               "latency_ms": r["ms_per_call"] if batch == 1 else float("nan"),
+               "ms_per_call": r["ms_per_call"], "first_call_s": first,
+               "peak_GiB": torch.cuda.max_memory_allocated() / 2**30 if gpu else float("nan")}
+        if check is not None:
+            row.update(check)
+        rows.append(row)
+        print(f"  {name:58s} batch {batch:4d}: {r['images_per_s']:9.2f} img/s, "
+              f"{r['ms_per_call']:9.2f} ms/call (first call {first:.1f} s)", flush=True)
+        return row
+
+    def check(fn, batch, channels_last):
+        """Maps/scores of the eval set through ``fn`` in chunks of ``batch`` (padded), vs fp32."""
+        maps, scores = [], []
+        n = len(x_eval)
+        with torch.no_grad():
+            for i in range(0, n, batch):
+                idx = torch.arange(i, i + batch).clamp(max=n - 1)
+                xb, sb, bb = (t[idx].to(device) for t in (x_eval, n_s, n_b))
+                if channels_last:
+                    xb, sb, bb = (t.contiguous(memory_format=torch.channels_last) for t in (xb, sb, bb))
+                a, s = fn(xb, sb, bb)
+                take = min(batch, n - i)
+                maps.append(a[:take].float().cpu())
+                scores.append(s[:take].float().cpu())
+        maps, scores = torch.cat(maps), torch.cat(scores)
+        out = {"max_abs_map_diff": (maps - ref_maps).abs().max().item(),
+               "max_abs_score_diff": (scores - ref_scores).abs().max().item()}
+        if labels.min() != labels.max():
+            out["image_AUROC"] = image_auroc(scores.numpy(), labels.numpy())
+            out["pixel_AUROC"] = pixel_auroc(maps.numpy(), masks.numpy())
+        return out
+
+    ref_check = check(ref, 1, False)
+    print("paths (all compute the full norm-guided inference + segmentation net + top-50 score):", flush=True)
+    base = record("eager fp32, 2 UNet calls (paper setting)", ref, 1, ref_check)
+    one = make_pipeline(unet32, seg32, diffusion, one_call=True)
+    record("eager fp32, 1 batched UNet call", one, 1, check(one, 1, False))
+    dtype = torch.bfloat16 if (gpu or args.cpu_bf16) else None
+    unet_cl = unet32.to(memory_format=torch.channels_last)
+    seg_cl = seg32.to(memory_format=torch.channels_last)
+    fast = make_pipeline(unet_cl, seg_cl, diffusion, one_call=True, dtype=dtype)
+    tag = ("bf16 autocast" if dtype is not None else "fp32") + ", channels-last"
+    big = args.batches[-1]
+    record(f"eager {tag}, 1 call", fast, big, check(fast, big, True))
+    if args.compile:
+        for b in args.batches:
+            if b == 1 and gpu:
+                comp = torch.compile(fast, mode="reduce-overhead")
+                name = f"compiled (CUDA graphs) {tag}"
+            else:
+                comp = torch.compile(fast)
+                name = f"compiled {tag}"
+            c = check(comp, b, True)
+            record(name, comp, b, c)
+            torch._dynamo.reset()
+    for r in rows:
+        r["speedup_vs_paper_setting"] = r["images_per_s"] / base["images_per_s"]
+    return rows, {"device": torch.cuda.get_device_name() if gpu else "CPU", "weights": weights,
+                  "preset": args.preset, "seg_preset": args.seg_preset, "image_size": args.image_size,
+                  "torch": torch.__version__}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("what", choices=["diffusionad"])
+    p.add_argument("--device", default=None, help="cuda / cpu (default: cuda if present)")
+    p.add_argument("--preset", default="paper", help="UNet preset (lib.models.UNET_PRESETS)")
+    p.add_argument("--seg-preset", default="paper")
+    p.add_argument("--image-size", type=int, default=256)
+    p.add_argument("--checkpoint", default=None, help="a DiffusionAD checkpoint instead of random weights")
+    p.add_argument("--category", default="gravel", help="embedded category for the correctness check")
+    p.add_argument("--batches", default="1,64,128", help="batch sizes of the compiled fast path")
+    p.add_argument("--no-compile", dest="compile", action="store_false")
+    p.add_argument("--cpu-bf16", action="store_true", help="use bf16 autocast on CPU too")
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default=None, help="also write the rows as JSON here")
+    a = p.parse_args(argv)
+    a.batches = sorted(int(b) for b in a.batches.split(","))
+    if a.device in (None, "", "auto") and not torch.cuda.is_available():
+        print("note: no CUDA device here; running on CPU and reporting CPU figures", file=sys.stderr)
+    rows, meta = bench_diffusionad(a)
+    import pandas as pd
+
+    from .plots import save_table
+
+    df = pd.DataFrame(rows)
+    dev = "gpu" if meta["device"] != "CPU" else "cpu"
+    cap = (f"DiffusionAD norm-guided inference on {meta['device']} ({meta['preset']} UNet, "
+           f"{meta['seg_preset']} seg net, {meta['image_size']}², {meta['weights']}; torch {meta['torch']}). "
+           "AUROC columns compare the paths on the embedded benchmark only (synthetic data; random weights "
+           "make the AUROC itself meaningless).")
+    save_table(df, f"bench_diffusionad_{dev}_{meta['preset']}{meta['image_size']}", cap, timing=True)
+    if a.json:
+        Path(a.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    print()
+    print(cap)
+    cols = ["path", "batch", "images_per_s", "latency_ms", "speedup_vs_paper_setting", "max_abs_map_diff",
+            "image_AUROC", "pixel_AUROC", "peak_GiB"]
+    print(df[[c for c in cols if c in df]].to_markdown(index=False, floatfmt=".4g"))
+
+
+if __name__ == "__main__":
+    main()
