@@ -23,5 +23,6 @@ tar cf $OUT/nb03_a.tar ddpm_small_sigmoid_{brick,grass,gravel}64.* learnedmap_{b
 tar cf $OUT/nb03_b.tar ddpm_small_sigmoid_{fabric,display_panel,metal_strip}64.* learnedmap_{fabric,display_panel,metal_strip}64.* 2>&1
 tar cf $OUT/nb04_a.tar diffusionad_small_{brick,grass,gravel}64.* 2>&1
 tar cf $OUT/nb04_b.tar diffusionad_small_{fabric,display_panel,metal_strip}64.* 2>&1
-cd ../.. && for f in build/logs/*.log; do tr '\r' '\n' < $f | grep -v "it/s\]$" | tail -4 > $OUT/$(basename $f); done
+cd ../.. && mkdir -p /tmp/logs && for f in build/logs/*.log; do tr '\r' '\n' < $f | grep -v "it/s" | tail -6 > /tmp/logs/$(basename $f); done
+tar cf $OUT/logs.tar -C /tmp logs
 ls -la $OUT
