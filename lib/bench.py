@@ -58,15 +58,20 @@ def _time(fn, n_images, device, warmup, repeats):
 
 
 def make_pipeline(unet, seg, diffusion: Diffusion, t_s=200, t_b=400, w=1.0, one_call=True,
-                  dtype=None, k=50):
+                  dtype=None, k=50, model_dtype=None):
     """x, noise_s, noise_b → (anomaly map (B,H,W) float32, image score (B,)).
 
     The same arithmetic as :func:`lib.diffusionad.norm_guided` (it calls its core), with the
-    coefficients for fixed t_s, t_b precomputed as Python floats so nothing touches the host."""
+    coefficients for fixed t_s, t_b precomputed as Python floats so nothing touches the host.
+    ``dtype`` runs everything under autocast; ``model_dtype`` instead expects networks whose
+    weights were cast to that dtype and casts only at their boundaries (the arithmetic of
+    eqs. 1, 6–8 and the score stay in float32; GroupNorm then runs in bf16 too)."""
     ab = diffusion.alpha_bar
     coefs = (math.sqrt(ab[t_s]), math.sqrt(1 - ab[t_s]), math.sqrt(ab[t_b]), math.sqrt(1 - ab[t_b]))
 
     def eps_model(x_t, t):
+        if model_dtype is not None:
+            return unet(x_t.to(model_dtype), t).sample.float()
         return unet(x_t, t).sample
 
     def run(x, n_s, n_b):
@@ -75,7 +80,8 @@ def make_pipeline(unet, seg, diffusion: Diffusion, t_s=200, t_b=400, w=1.0, one_
         tb = torch.full((B,), t_b, device=x.device, dtype=torch.long)
         with torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
             r = norm_guided_core(eps_model, x, ts, tb, coefs, n_s, n_b, w, one_call)
-            logits = seg(torch.cat([x, r.x0_g.to(x.dtype)], 1))
+            pair = torch.cat([x, r.x0_g.to(x.dtype)], 1)
+            logits = seg(pair if model_dtype is None else pair.to(model_dtype))
         amap = torch.sigmoid(logits.float())[:, 0]
         return amap, image_score(amap, k)
 
@@ -194,10 +200,24 @@ def bench_diffusionad(args) -> list[dict]:
     one = make_pipeline(unet32, seg32, diffusion, one_call=True)
     record("eager fp32, 1 batched UNet call", one, 1, check(one, 1, False))
     dtype = torch.bfloat16 if (gpu or args.cpu_bf16) else None
-    unet_cl = unet32.to(memory_format=torch.channels_last)
-    seg_cl = seg32.to(memory_format=torch.channels_last)
-    fast = make_pipeline(unet_cl, seg_cl, diffusion, one_call=True, dtype=dtype)
-    tag = ("bf16 autocast" if dtype is not None else "fp32") + ", channels-last"
+    if gpu:
+        torch.backends.cudnn.benchmark = True
+    if args.freeze:
+        import torch._inductor.config as inductor_config
+
+        inductor_config.freezing = True      # fold weights/BatchNorm into the compiled graph (inference only)
+    if args.pure_bf16 and dtype is not None:
+        import copy
+
+        unet_cl = copy.deepcopy(unet32).to(dtype=dtype, memory_format=torch.channels_last)
+        seg_cl = copy.deepcopy(seg32).to(dtype=dtype, memory_format=torch.channels_last)
+        fast = make_pipeline(unet_cl, seg_cl, diffusion, one_call=True, model_dtype=dtype)
+        tag = "bf16 weights, channels-last" + (", frozen" if args.freeze else "")
+    else:
+        unet_cl = unet32.to(memory_format=torch.channels_last)
+        seg_cl = seg32.to(memory_format=torch.channels_last)
+        fast = make_pipeline(unet_cl, seg_cl, diffusion, one_call=True, dtype=dtype)
+        tag = ("bf16 autocast" if dtype is not None else "fp32") + ", channels-last" + (", frozen" if args.freeze else "")
     def guarded(name, fn, batch):
         """A batch that does not fit is reported as such, and the run goes on."""
         try:
@@ -206,6 +226,9 @@ def bench_diffusionad(args) -> list[dict]:
             print(f"  {name:58s} batch {batch:4d}: out of memory", flush=True)
             rows.append({"path": name + " (out of memory)", "batch": batch, "images_per_s": float("nan")})
             torch.cuda.empty_cache()
+        except Exception as e:  # a failing variant (e.g. a compiler error) is reported, the rest still runs
+            print(f"  {name:58s} batch {batch:4d}: FAILED {type(e).__name__}: {str(e)[:300]}", flush=True)
+            rows.append({"path": name + f" (failed: {type(e).__name__})", "batch": batch, "images_per_s": float("nan")})
 
     guarded(f"eager {tag}, 1 call", fast, args.eager_batch)
     if args.compile:
@@ -239,6 +262,10 @@ def main(argv=None):
                    "keeps every activation: 64+ images at 256² exceed 80 GB)")
     p.add_argument("--no-compile", dest="compile", action="store_false")
     p.add_argument("--cpu-bf16", action="store_true", help="use bf16 autocast on CPU too")
+    p.add_argument("--pure-bf16", action="store_true", help="fast path: cast the networks' weights to bf16 "
+                   "instead of autocast (GroupNorm and BatchNorm then run in bf16 too)")
+    p.add_argument("--freeze", action="store_true", help="torch._inductor.config.freezing: constant-fold the "
+                   "weights into the compiled graph")
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
@@ -258,7 +285,8 @@ def main(argv=None):
            f"{meta['seg_preset']} seg net, {meta['image_size']}², {meta['weights']}; torch {meta['torch']}). "
            "AUROC columns compare the paths on the embedded benchmark only (synthetic data; random weights "
            "make the AUROC itself meaningless).")
-    save_table(df, f"bench_diffusionad_{dev}_{meta['preset']}{meta['image_size']}", cap, timing=True)
+    suffix = ("_purebf16" if a.pure_bf16 else "") + ("_frozen" if a.freeze else "")
+    save_table(df, f"bench_diffusionad_{dev}_{meta['preset']}{meta['image_size']}{suffix}", cap, timing=True)
     if a.json:
         Path(a.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     print()

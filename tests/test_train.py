@@ -89,3 +89,18 @@ def test_clear_errors(tmp_path):
     (tmp_path / "lonely.pt").write_bytes(b"x")
     with pytest.raises(FileNotFoundError, match="manifest"):
         load_checkpoint(tmp_path / "lonely.pt")
+
+
+def test_half_precision_export_loads_as_float32(tmp_path):
+    from lib.train import load_checkpoint, read_manifest
+
+    x = _images()
+    _, ema, _ = train_ddpm(x, TrainConfig(**{**CFG, "steps": 2}), tmp_path / "s.pt", export=tmp_path / "w.pt",
+                           device="cpu", progress=False, export_half=True, extra={"val_fraction": 0.2})
+    stored = torch.load(tmp_path / "w.pt", weights_only=True)["ema"]
+    assert all(v.dtype == torch.float16 for v in stored.values() if v.is_floating_point())
+    model, _, _ = load_checkpoint(tmp_path / "w.pt")
+    for a, b in zip(model.state_dict().values(), ema.state_dict().values()):
+        assert a.dtype == torch.float32 and torch.allclose(a, b, atol=1e-3, rtol=1e-3)
+    man = read_manifest(tmp_path / "w.pt")
+    assert man["val_fraction"] == 0.2 and "float16" in man["weights"]
