@@ -26,7 +26,6 @@ import argparse
 import json
 import math
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -35,26 +34,6 @@ from .diffusion import Diffusion, make_betas
 from .diffusionad import norm_guided_core, image_score
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def _time(fn, n_images, device, warmup, repeats):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    times.sort()
-    med = times[len(times) // 2]
-    return {"ms_per_call": 1000 * med, "images_per_s": n_images / med}
 
 
 def make_pipeline(unet, seg, diffusion: Diffusion, t_s=200, t_b=400, w=1.0, one_call=True,
@@ -114,7 +93,7 @@ def _eval_set(args):
 
 
 def bench_diffusionad(args) -> list[dict]:
-    from .metrics import image_auroc, pixel_auroc
+    from .metrics import image_auroc, pixel_auroc, throughput
     from .models import count_parameters, pick_device
 
     device = pick_device(args.device)
@@ -154,22 +133,19 @@ def bench_diffusionad(args) -> list[dict]:
 
         if gpu:
             torch.cuda.reset_peak_memory_stats()
-        t0 = time.perf_counter()
         with torch.no_grad():
-            call()
-            _sync(device)
-        first = time.perf_counter() - t0
-        with torch.no_grad():
-            r = _time(call, batch, device, warm, reps)
+            first = throughput(call, batch, warmup=0, repeats=1, device=device)["seconds"]
+            r = throughput(call, batch, warmup=warm, repeats=reps, device=device)
+        ms = 1000 * r["seconds"]
         row = {"path": name, "batch": batch, "images_per_s": r["images_per_s"],
-               "latency_ms": r["ms_per_call"] if batch == 1 else float("nan"),
-               "ms_per_call": r["ms_per_call"], "first_call_s": first,
+               "latency_ms": ms if batch == 1 else float("nan"),
+               "ms_per_call": ms, "first_call_s": first,
                "peak_GiB": torch.cuda.max_memory_allocated() / 2**30 if gpu else float("nan")}
         if check is not None:
             row.update(check)
         rows.append(row)
         print(f"  {name:58s} batch {batch:4d}: {r['images_per_s']:9.2f} img/s, "
-              f"{r['ms_per_call']:9.2f} ms/call (first call {first:.1f} s)", flush=True)
+              f"{ms:9.2f} ms/call (first call {first:.1f} s)", flush=True)
         return row
 
     def check(fn, batch, channels_last):

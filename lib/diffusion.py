@@ -43,6 +43,7 @@ __all__ = [
     "sample_ddim",
     "sample_hybrid",
     "predict_x0_one_step",
+    "reverse_pairs",
 ]
 
 SCHEDULES = ("linear", "cosine", "sigmoid")
@@ -312,6 +313,28 @@ class Diffusion:
 # --------------------------------------------------------------------------------------------
 # Samplers
 # --------------------------------------------------------------------------------------------
+def reverse_pairs(t: int, num_steps: int | None = None) -> list[tuple[int, int]]:
+    """(s, s_prev) pairs of a reverse chain that starts at x_t and ends clean (s_prev = −1 last).
+
+    ``num_steps=None``: every step t, t−1, …, 0. Otherwise ``num_steps`` grid points spaced evenly from
+    t down to 0 (rounded), so a partial chain — RePaint from t = 49, DiffusionAD's Iterative-400 /
+    DDIM-30 — can be respaced; the step between grid points is the exact posterior
+    q(x_{s_prev} | x_s, x̂0) (Ho eqs. 6–7, ``ddpm_step(..., t_prev=s_prev)``) or a DDIM step.
+    """
+    if isinstance(t, bool) or not isinstance(t, int) or t < 0:
+        raise ValueError(f"t must be an int >= 0, got {t!r}")
+    if num_steps is None:
+        pts = list(range(t, -1, -1))
+    else:
+        if isinstance(num_steps, bool) or not isinstance(num_steps, int) or not 1 <= num_steps <= t + 1:
+            raise ValueError(f"num_steps must be None or an int in [1, t+1={t + 1}], got {num_steps!r}")
+        if num_steps == 1:
+            pts = [t]
+        else:
+            pts = sorted({round(t - i * t / (num_steps - 1)) for i in range(num_steps)}, reverse=True)
+    return list(zip(pts, pts[1:] + [-1]))
+
+
 def eps_fn(unet) -> EpsModel:
     """Adapter: a diffusers ``UNet2DModel`` → ``eps_theta(x_t, t) = unet(x_t, t).sample``."""
     def eps_theta(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

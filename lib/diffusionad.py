@@ -31,10 +31,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .diffusion import Diffusion, EpsModel, eps_fn, make_betas
+from .diffusion import Diffusion, EpsModel, eps_fn, make_betas, reverse_pairs
 from .losses import focal_loss, smooth_l1_map_loss
 from .models import pick_device, segmentation_net, unet
-from .train import save_atomic, verify_checkpoint, write_manifest
+from .train import open_checkpoint, save_atomic, write_manifest
 
 __all__ = ["one_step", "norm_guided", "norm_guided_core", "NormGuided", "anomaly_map", "image_score", "ADConfig",
            "train_diffusionad", "load_diffusionad", "DiffusionADModel", "iterative", "ddim_from"]
@@ -124,9 +124,8 @@ def iterative(model: EpsModel, x0: torch.Tensor, diffusion: Diffusion, t: int, n
     ``num_steps`` respaces the chain (t, t−t/num_steps, …, 0) with the exact posterior between
     grid points (Ho eqs. 6–7); ``None`` = every step (the paper's 400 model calls from t = 400).
     """
-    grid = _grid(t, num_steps)
     x = diffusion.q_sample(x0, t, noise)
-    for s, s_prev in zip(grid[:-1], grid[1:]):
+    for s, s_prev in reverse_pairs(t, num_steps):
         eps = model(x, _t(s, x.shape[0], x.device))
         z = torch.randn(x.shape, generator=generator).to(x.device, x.dtype) if s_prev >= 0 else None
         x = diffusion.ddpm_step(eps, s, x, z, t_prev=s_prev).x_prev
@@ -137,21 +136,11 @@ def iterative(model: EpsModel, x0: torch.Tensor, diffusion: Diffusion, t: int, n
 def ddim_from(model: EpsModel, x0: torch.Tensor, diffusion: Diffusion, t: int, noise: torch.Tensor,
               num_steps: int = 30) -> torch.Tensor:
     """Table VII's "DDIM-30" row: noise x0 to t, then deterministic DDIM (η = 0) in ``num_steps``."""
-    grid = _grid(t, num_steps)
     x = diffusion.q_sample(x0, t, noise)
-    for s, s_prev in zip(grid[:-1], grid[1:]):
+    for s, s_prev in reverse_pairs(t, num_steps):
         eps = model(x, _t(s, x.shape[0], x.device))
         x = diffusion.ddim_step(eps, s, s_prev, x, eta=0.0, noise=None).x_prev
     return x.clamp(-1, 1)
-
-
-def _grid(t: int, num_steps: int | None) -> list[int]:
-    """t, …, 0, −1 in ``num_steps`` model calls (−1 = clean, ᾱ = 1)."""
-    n = t + 1 if num_steps is None else int(num_steps)
-    if not 1 <= n <= t + 1:
-        raise ValueError(f"num_steps={num_steps} must be between 1 and t+1={t + 1}")
-    pts = torch.linspace(t, 0, n).round().long().tolist()
-    return sorted(set(pts), reverse=True) + [-1]
 
 
 def anomaly_map(seg: torch.nn.Module, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
@@ -221,13 +210,7 @@ def _build(cfg: ADConfig, device):
 
 def load_diffusionad(path: str | os.PathLike, device="cpu", verify: bool = True) -> DiffusionADModel:
     """Load an exported DiffusionAD checkpoint (UNet + segmentation net) made by :func:`train_diffusionad`."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint {path} does not exist; train it with "
-                                f"`python -m lib.diffusionad --name {path.stem} ...` or pass retrain=True")
-    if verify:
-        verify_checkpoint(path)
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = open_checkpoint(path, "lib.diffusionad", verify)
     cfg = ADConfig(**state["config"])
     u, s = _build(cfg, "cpu")
     u.load_state_dict(state["unet"])

@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from lib.diffusion import Diffusion, _randn, _t_batch
+from lib.diffusion import Diffusion, _randn, _t_batch, reverse_pairs
 
 __all__ = [
     "basic_denoise",
@@ -112,21 +112,6 @@ def _init_x_t(x: torch.Tensor, keep: torch.Tensor, diffusion: Diffusion, t: int,
     raise ValueError(f"init must be one of {INITS}, got {init!r}")
 
 
-def _grid(t: int, num_steps: int | None) -> list[tuple[int, int]]:
-    """(s, s_prev) pairs of the reverse chain from t to clean: every step (``num_steps=None``, the
-    thesis) or ``num_steps`` respaced steps t = s_0 > s_1 > … > 0 with s_prev = −1 last (RePaint and
-    DDIM respacing: the exact posterior q(x_{s_prev} | x_s, x̂0) between grid points, Ho eqs. 6–7)."""
-    if num_steps is None:
-        pts = list(range(t, -1, -1))
-    else:
-        if isinstance(num_steps, bool) or not isinstance(num_steps, int) or not 1 <= num_steps <= t + 1:
-            raise ValueError(f"num_steps must be None or an int in [1, t+1={t + 1}], got {num_steps!r}")
-        pts = sorted({round(t - i * t / max(num_steps - 1, 1)) for i in range(num_steps)}, reverse=True)
-        if num_steps == 1:
-            pts = [t]
-    return list(zip(pts, pts[1:] + [-1]))
-
-
 def _renoise(diffusion: Diffusion, x_prev: torch.Tensor, s: int, s_prev: int, z: torch.Tensor) -> torch.Tensor:
     """Forward jump q(x_s | x_{s_prev}) = N(√(ᾱ_s/ᾱ_{s_prev}) x_{s_prev}, (1 − ᾱ_s/ᾱ_{s_prev}) I) — RePaint's
     "undo"; for s_prev = s − 1 it is exactly one forward step (``q_step``, β_s)."""
@@ -150,13 +135,13 @@ def basic_denoise(model: EpsModel, x: torch.Tensor, diffusion: Diffusion, t: int
     and returns x̂ = x_{-1}.  Each reverse step is ``diffusion.ddpm_step`` (Ho Alg. 2; no noise at
     s = 0).  Noise order from ``generator``: ε, then one z per step with s ≥ 1.
     Model calls: t + 1, or ``num_steps`` respaced steps (posterior between grid points; the quick
-    profile's shortcut, see :func:`_grid`).  The anomaly map is :func:`reconstruction_error` (x, x̂).
+    profile's shortcut, see :func:`lib.diffusion.reverse_pairs`).  The anomaly map is :func:`reconstruction_error` (x, x̂).
     """
     _check_images(x)
     t = _check_t(diffusion, t)
     _check_generator(generator)
     x_s = diffusion.q_sample(x, t, _randn(x.shape, generator, x.device))
-    for s, s_prev in tqdm(_grid(t, num_steps), desc="denoise", disable=not progress, leave=False):
+    for s, s_prev in tqdm(reverse_pairs(t, num_steps), desc="denoise", disable=not progress, leave=False):
         eps_theta = model(x_s, _t_batch(s, x.shape[0], x.device))
         z = _randn(x.shape, generator, x.device) if s_prev >= 0 else None
         x_s = diffusion.ddpm_step(eps_theta, s, x_s, z, t_prev=s_prev, clip_x0=clip_x0).x_prev
@@ -231,7 +216,7 @@ def inpaint(model: EpsModel, x: torch.Tensor, keep, diffusion: Diffusion, t: int
         makes 1 + N(T-1) model calls, this function N·T.  For t < T-1 both make N(t+1).
 
     Respacing (``num_steps``, not in the thesis; the quick profile's shortcut, as RePaint's own
-    T_respaced = 250): the loop runs over ``num_steps`` grid points s > s_prev (:func:`_grid`), the
+    T_respaced = 250): the loop runs over ``num_steps`` grid points s > s_prev (:func:`lib.diffusion.reverse_pairs`), the
     unknown part is the exact posterior q(x_{s_prev} | x_s, x̂0), the known part q(x_{s_prev} | x) and
     the undo the forward jump q(x_s | x_{s_prev}).  ``None`` = every step, exactly as above.
 
@@ -248,7 +233,7 @@ def inpaint(model: EpsModel, x: torch.Tensor, keep, diffusion: Diffusion, t: int
     keep = _keep(keep, x)
     x_s = _init_x_t(x, keep, diffusion, t, _randn(x.shape, generator, x.device), init)
     B = x.shape[0]
-    grid = _grid(t, num_steps)
+    grid = reverse_pairs(t, num_steps)
     bar = tqdm(total=n_resample * len(grid), desc="inpaint", disable=not progress, leave=False)
     for s, s_prev in grid:
         for n in range(1, n_resample + 1):

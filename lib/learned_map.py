@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from .diffusion import Diffusion
 from .losses import focal_loss
 from .models import pick_device, segmentation_net
-from .train import save_atomic, verify_checkpoint, write_manifest
+from .train import open_checkpoint, read_manifest, save_atomic, write_manifest
 
 __all__ = ["SelfAwareSettings", "make_pairs", "LearnedMapConfig", "train_learned_map",
            "load_learned_map", "learned_map"]
@@ -126,13 +126,7 @@ def learned_map(seg: torch.nn.Module, x: torch.Tensor, x_hat: torch.Tensor) -> t
 
 def load_learned_map(path: str | os.PathLike, device="cpu", verify: bool = True):
     """Load an exported learned-map network; returns (network, manifest config dict)."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint {path} does not exist; train it with "
-                                f"`python -m lib.learned_map --name {path.stem} ...` or pass retrain=True")
-    if verify:
-        verify_checkpoint(path)
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = open_checkpoint(path, "lib.learned_map", verify)
     cfg = LearnedMapConfig(**state["config"])
     seg = segmentation_net(cfg.seg_preset)
     seg.load_state_dict(state["seg"])
@@ -169,7 +163,7 @@ def main(argv=None):
     cfg = LearnedMapConfig(**{k: getattr(a, k) for k in LearnedMapConfig.__dataclass_fields__})
     device = pick_device(a.device)
     unet, diffusion, tcfg = load_checkpoint(a.ddpm, device)
-    manifest = verify_checkpoint(a.ddpm)
+    manifest = read_manifest(a.ddpm)          # load_checkpoint above already checked its sha256
     val_fraction = manifest.get("val_fraction", 0.0)
     root = Path(a.data) if a.data else kit_data.embedded_benchmark(image_size=a.image_size)
     cat = kit_data.load_category(root, a.category, image_size=a.image_size)

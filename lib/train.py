@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from .diffusion import Diffusion, make_betas
 from .models import UNET_PRESETS, pick_device, unet
 
-__all__ = ["TrainConfig", "train_ddpm", "load_checkpoint", "save_atomic", "sha256_file",
+__all__ = ["TrainConfig", "train_ddpm", "load_checkpoint", "open_checkpoint", "save_atomic", "sha256_file",
            "write_manifest", "read_manifest", "verify_checkpoint"]
 
 REPO = Path(__file__).resolve().parent.parent
@@ -168,17 +168,24 @@ def _build(cfg: TrainConfig, device: torch.device):
     return model, ema, opt
 
 
+def open_checkpoint(path: str | os.PathLike, module: str, verify: bool = True) -> dict:
+    """Read an exported checkpoint's state dict (CPU, ``weights_only``) after checking that it exists
+    (else an error naming the file and the ``python -m <module>`` that trains it) and, with ``verify``,
+    that its sha256 matches its manifest."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} does not exist; train it with `python -m {module} --name "
+                                f"{path.stem} ...` (the manifest of a sibling checkpoint has the full command) "
+                                "or pass retrain=True in the notebook")
+    if verify:
+        verify_checkpoint(path)
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu", ema: bool = True,
                     verify: bool = True):
     """Load a trained UNet (EMA weights by default) and its :class:`Diffusion` from a checkpoint."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint {path} does not exist; train it with "
-                                f"`python -m lib.train --name {path.stem} ...` (see the manifest of a sibling "
-                                "checkpoint for the full command) or pass retrain=True in the notebook")
-    if verify:
-        verify_checkpoint(path)
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = open_checkpoint(path, "lib.train", verify)
     cfg = TrainConfig(**state["config"])
     model = unet(cfg.preset, cfg.image_size)
     model.load_state_dict(state["ema" if ema or "model" not in state else "model"])

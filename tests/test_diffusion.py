@@ -346,3 +346,17 @@ def test_bad_inputs_raise_clear_errors():
         d.ddim_step(x, 100, 0, x, eta=1.5, noise=x)
     with pytest.raises(ValueError, match="noise"):
         d.ddim_step(x, 100, 0, x, eta=0.5)
+
+
+def test_reverse_pairs_respacing():
+    from lib.diffusion import reverse_pairs
+
+    full = reverse_pairs(4)
+    assert full == [(4, 3), (3, 2), (2, 1), (1, 0), (0, -1)]
+    assert reverse_pairs(4, 5) == full
+    r = reverse_pairs(400, 40)
+    assert len(r) == 40 and r[0][0] == 400 and r[-1] == (0, -1)
+    assert all(a > b for a, b in r) and all(r[i][1] == r[i + 1][0] for i in range(len(r) - 1))
+    assert reverse_pairs(49, 1) == [(49, -1)]
+    with pytest.raises(ValueError, match="num_steps"):
+        reverse_pairs(9, 11)

@@ -355,7 +355,7 @@ def test_respaced_inpaint_keeps_known_region_and_counts_calls(diffusion):
                   callback=steps.append)
     assert len(calls) == 30 and sorted(set(calls), reverse=True)[0] == 49 and min(calls) == 0
     for st in steps:
-        s_prev = [b for a, b in __import__("lib.inpaint", fromlist=["_grid"])._grid(49, 10) if a == st.s][0]
+        s_prev = [b for a, b in __import__("lib.diffusion", fromlist=["reverse_pairs"]).reverse_pairs(49, 10) if a == st.s][0]
         want = diffusion.q_sample(x, s_prev, st.noise) if s_prev >= 0 else x
         assert torch.allclose(st.known, want) and torch.allclose(keep * st.x_prev, keep * want)
     assert torch.equal(keep * out, keep * x)

@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# device call 2: calibrate, then train all quick-profile checkpoints of notebooks 03/04 in parallel
+# What trained the committed quick-profile checkpoints of notebooks 03/04 on the lent H100 (one
+# 10-minute device call): a 100-step calibration of all 12 trainings in parallel sets the step
+# counts so the whole set fits the call (it chose DDPM_STEPS=3000, AD_STEPS=4000), then
+# train_quick_checkpoints.sh runs them and the results are tarred into $OUT (device-tool only).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
 git rev-parse HEAD 2>&1 | head -1
