@@ -13,6 +13,12 @@ top-50 image score, for
   channels-last memory, ``torch.compile`` (default mode for large batches; "reduce-overhead",
   i.e. CUDA graphs, for batch-1 latency).
 
+Every row also reports TFLOP/s from the FLOPs per image counted by
+:func:`flops_per_image` (for the paper presets: 2 × 0.563 + 0.076 = 1.20 TFLOP, 98 % of it
+convolutions). ``--breakdown`` times the UNet (batch 2B) and the segmentation net (batch B) alone
+to show where the time goes; ``--compile-mode`` and ``--coordinate-descent`` try inductor's
+autotuning. ``scripts/device_bench_diffusionad.sh`` runs the measurement plan in one GPU call.
+
 It checks that the fast path computes the same function: anomaly maps and image scores of the
 embedded benchmark's test split, with the same noise, against the fp32 path (max |Δ|), and the
 image / pixel AUROC of both. Weights are random unless ``--checkpoint`` is given (speed does not
@@ -67,6 +73,23 @@ def make_pipeline(unet, seg, diffusion: Diffusion, t_s=200, t_b=400, w=1.0, one_
     return run
 
 
+def flops_per_image(unet, seg, image_size, device) -> dict:
+    """Floating-point operations of one image's norm-guided inference, counted by
+    :class:`torch.utils.flop_counter.FlopCounterMode` (convolutions, matmuls, attention): two UNet
+    forwards and one segmentation-net forward (the elementwise eqs. 1, 6–8 are not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.zeros(1, 3, image_size, image_size, device=device)
+    with torch.no_grad():
+        with FlopCounterMode(display=False) as fc:
+            unet(x, torch.zeros(1, dtype=torch.long, device=device))
+        u = fc.get_total_flops()
+        with FlopCounterMode(display=False) as fc:
+            seg(torch.cat([x, x], 1))
+        s = fc.get_total_flops()
+    return {"unet_forward": u, "seg_forward": s, "image": 2 * u + s}
+
+
 def _load_models(args, device):
     from .models import segmentation_net, unet
 
@@ -104,6 +127,9 @@ def bench_diffusionad(args) -> list[dict]:
           f"{args.preset} {count_parameters(unet32) / 1e6:.1f} M params, seg net {args.seg_preset} "
           f"{count_parameters(seg32) / 1e6:.1f} M, {args.image_size}², {weights}", flush=True)
     gpu = device.type == "cuda"
+    flops = flops_per_image(unet32, seg32, args.image_size, device)
+    print(f"FLOPs per image: UNet forward {flops['unet_forward'] / 1e12:.4f} T × 2 + seg net "
+          f"{flops['seg_forward'] / 1e12:.4f} T = {flops['image'] / 1e12:.4f} TFLOP", flush=True)
     warm, reps = (args.warmup, args.repeats) if gpu else (1, 3)
     H = W = args.image_size
 
@@ -124,7 +150,7 @@ def bench_diffusionad(args) -> list[dict]:
 
     rows = []
 
-    def record(name, fn, batch, check=None):
+    def record(name, fn, batch, check=None, per_image=flops["image"]):
         x = torch.randn(batch, 3, H, W, device=device).clamp(-1, 1)
         xs = x.contiguous(memory_format=torch.channels_last) if "channels-last" in name else x
 
@@ -138,6 +164,7 @@ def bench_diffusionad(args) -> list[dict]:
             r = throughput(call, batch, warmup=warm, repeats=reps, device=device)
         ms = 1000 * r["seconds"]
         row = {"path": name, "batch": batch, "images_per_s": r["images_per_s"],
+               "TFLOP_per_s": r["images_per_s"] * per_image / 1e12,
                "latency_ms": ms if batch == 1 else float("nan"),
                "ms_per_call": ms, "first_call_s": first,
                "peak_GiB": torch.cuda.max_memory_allocated() / 2**30 if gpu else float("nan")}
@@ -178,10 +205,12 @@ def bench_diffusionad(args) -> list[dict]:
     dtype = torch.bfloat16 if (gpu or args.cpu_bf16) else None
     if gpu:
         torch.backends.cudnn.benchmark = True
-    if args.freeze:
-        import torch._inductor.config as inductor_config
+    import torch._inductor.config as inductor_config
 
+    if args.freeze:
         inductor_config.freezing = True      # fold weights/BatchNorm into the compiled graph (inference only)
+    if args.coordinate_descent:
+        inductor_config.coordinate_descent_tuning = True   # tune the generated (GroupNorm, pointwise) kernels
     if args.pure_bf16 and dtype is not None:
         import copy
 
@@ -194,6 +223,8 @@ def bench_diffusionad(args) -> list[dict]:
         seg_cl = seg32.to(memory_format=torch.channels_last)
         fast = make_pipeline(unet_cl, seg_cl, diffusion, one_call=True, dtype=dtype)
         tag = ("bf16 autocast" if dtype is not None else "fp32") + ", channels-last" + (", frozen" if args.freeze else "")
+    if args.coordinate_descent:
+        tag += ", coordinate-descent tuning"
     def guarded(name, fn, batch):
         """A batch that does not fit is reported as such, and the run goes on."""
         try:
@@ -206,6 +237,32 @@ def bench_diffusionad(args) -> list[dict]:
             print(f"  {name:58s} batch {batch:4d}: FAILED {type(e).__name__}: {str(e)[:300]}", flush=True)
             rows.append({"path": name + f" (failed: {type(e).__name__})", "batch": batch, "images_per_s": float("nan")})
 
+    def _breakdown(B):
+        """Where the time goes: each network alone, compiled like the fast path, at the batch it
+        sees inside the pipeline (the UNet: 2B, both noisings; the segmentation net: B). Its
+        images/s is the pipeline's ceiling if that network were the only cost."""
+        cast = (lambda z: z.to(dtype)) if args.pure_bf16 and dtype is not None else (lambda z: z)
+        t2 = torch.tensor([200, 400], device=device).repeat_interleave(B)
+
+        def unet_only(x, *_):
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None and not args.pure_bf16):
+                return unet_cl(cast(torch.cat([x, x])), t2).sample
+
+        def seg_only(x, *_):
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None and not args.pure_bf16):
+                return seg_cl(cast(torch.cat([x, x], 1)))
+
+        mode = None if args.compile_mode == "default" else args.compile_mode
+        for name, fn, per_image in (("UNet alone, both noisings (batch 2B)", unet_only, 2 * flops["unet_forward"]),
+                                    ("segmentation net alone", seg_only, flops["seg_forward"])):
+            try:
+                record(f"component: {name}, compiled ({args.compile_mode}) {tag}",
+                       torch.compile(fn, mode=mode), B, per_image=per_image)
+            except torch.OutOfMemoryError:
+                print(f"  component {name}: out of memory", flush=True)
+                torch.cuda.empty_cache()
+            torch._dynamo.reset()
+
     guarded(f"eager {tag}, 1 call", fast, args.eager_batch)
     if args.compile:
         for b in args.batches:
@@ -213,15 +270,21 @@ def bench_diffusionad(args) -> list[dict]:
                 comp = torch.compile(fast, mode="reduce-overhead")
                 name = f"compiled (CUDA graphs) {tag}"
             else:
-                comp = torch.compile(fast)
-                name = f"compiled {tag}"
+                comp = torch.compile(fast, mode=None if args.compile_mode == "default" else args.compile_mode)
+                name = f"compiled ({args.compile_mode}) {tag}"
             guarded(name, comp, b)
             torch._dynamo.reset()
+        if args.breakdown:
+            _breakdown(max(args.batches))
     for r in rows:
-        r["speedup_vs_paper_setting"] = r["images_per_s"] / base["images_per_s"]
+        if not r["path"].startswith("component"):
+            r["speedup_vs_paper_setting"] = r["images_per_s"] / base["images_per_s"]
+        elif r["path"].startswith("component: UNet"):
+            r["unet_forwards_per_s"] = 2 * r["images_per_s"]      # comparable with single-UNet figures
     return rows, {"device": torch.cuda.get_device_name() if gpu else "CPU", "weights": weights,
                   "preset": args.preset, "seg_preset": args.seg_preset, "image_size": args.image_size,
-                  "torch": torch.__version__}
+                  "unet_params": count_parameters(unet32), "seg_params": count_parameters(seg32),
+                  "tflop_per_image": flops["image"] / 1e12, "torch": torch.__version__}
 
 
 def main(argv=None):
@@ -242,6 +305,13 @@ def main(argv=None):
                    "instead of autocast (GroupNorm and BatchNorm then run in bf16 too)")
     p.add_argument("--freeze", action="store_true", help="torch._inductor.config.freezing: constant-fold the "
                    "weights into the compiled graph")
+    p.add_argument("--compile-mode", default="default", choices=["default", "max-autotune-no-cudagraphs",
+                   "max-autotune", "reduce-overhead"], help="torch.compile mode of the batched rows (batch 1 "
+                   "on a GPU always uses CUDA graphs)")
+    p.add_argument("--coordinate-descent", action="store_true", help="inductor's coordinate-descent tuning "
+                   "of the generated kernels (GroupNorm, pointwise)")
+    p.add_argument("--breakdown", action="store_true", help="also time the UNet and the segmentation net "
+                   "alone at the largest batch (where the time goes)")
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
@@ -257,17 +327,21 @@ def main(argv=None):
 
     df = pd.DataFrame(rows)
     dev = "gpu" if meta["device"] != "CPU" else "cpu"
-    cap = (f"DiffusionAD norm-guided inference on {meta['device']} ({meta['preset']} UNet, "
-           f"{meta['seg_preset']} seg net, {meta['image_size']}², {meta['weights']}; torch {meta['torch']}). "
+    cap = (f"DiffusionAD norm-guided inference on {meta['device']} ({meta['preset']} UNet "
+           f"{meta['unet_params'] / 1e6:.1f} M params, {meta['seg_preset']} seg net "
+           f"{meta['seg_params'] / 1e6:.1f} M, {meta['image_size']}², {meta['tflop_per_image']:.3f} TFLOP "
+           f"per image, {meta['weights']}; torch {meta['torch']}). "
            "AUROC columns compare the paths on the embedded benchmark only (synthetic data; random weights "
            "make the AUROC itself meaningless).")
-    suffix = ("_purebf16" if a.pure_bf16 else "") + ("_frozen" if a.freeze else "")
+    suffix = ("_purebf16" if a.pure_bf16 else "") + ("_frozen" if a.freeze else "") + \
+        ("_cdt" if a.coordinate_descent else "") + \
+        ("" if a.compile_mode == "default" else "_" + a.compile_mode.replace("-", ""))
     save_table(df, f"bench_diffusionad_{dev}_{meta['preset']}{meta['image_size']}{suffix}", cap, timing=True)
     if a.json:
         Path(a.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     print()
     print(cap)
-    cols = ["path", "batch", "images_per_s", "latency_ms", "speedup_vs_paper_setting", "max_abs_map_diff",
+    cols = ["path", "batch", "images_per_s", "latency_ms", "TFLOP_per_s", "speedup_vs_paper_setting", "unet_forwards_per_s", "max_abs_map_diff",
             "image_AUROC", "pixel_AUROC", "peak_GiB"]
     print(df[[c for c in cols if c in df]].to_markdown(index=False, floatfmt=".4g"))
 

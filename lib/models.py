@@ -11,16 +11,16 @@ Presets
     in the repository): four levels (32, 48, 64, 64 channels), one residual block per level,
     attention at the lowest resolution. About 1.4 M parameters (2.7 MB stored as float16).
 ``paper``
-    DiffusionAD's reconstruction UNet (seed 003; settings from the authors' code,
-    see ``shared/reference/paper-settings.md``): 256×256 input, base 128 channels,
-    multipliers (1, 1, 2, 2, 4, 4), 2 residual blocks per level, attention at
-    resolutions 32, 16 and 8, BigGAN-style (residual) up/down-sampling, scale-shift
-    time conditioning, time embedding 4 × base, dropout 0. The authors' UNet has about 120 M
-    parameters; diffusers' layout of the same settings has 138 M (counted with
-    ``count_parameters``; block layouts differ in detail, e.g. the per-head width).
-    Difference from the authors' guided-diffusion UNet: diffusers fixes the
-    *per-head width* (64 here), so the attention layers have 4 heads at 256 channels
-    and 8 heads at 512 channels instead of 4 everywhere.
+    DiffusionAD's reconstruction UNet (seed 003 §V-A "Implementation Details": base channel 128,
+    attention resolutions 32, 16, 8, 4 heads; the rest from the authors' code, see
+    ``shared/reference/paper-settings.md``): 256×256 input, multipliers (1, 1, 2, 2, 4, 4),
+    2 residual blocks per level, BigGAN-style (residual) up/down-sampling, time embedding
+    4 × base *added* to the features (the authors' ResBlock has no scale-shift norm), sinusoidal
+    embedding laid out [sin, cos], dropout 0. Built on diffusers' `UNet2DModel`; diffusers fixes the
+    per-head width, so :func:`unet` sets every attention layer to 4 heads afterwards
+    (:func:`set_attention_heads`). 131.7 M parameters (``count_parameters``);
+    ``paper-settings.md``'s "about 120 M" is a rounded estimate — this layout has the same
+    blocks and the same widths as the authors' module.
 
 Segmentation sub-network (``SEG_PRESETS``, :class:`SegmentationUNet`)
 ----------------------------------------------------------------------
@@ -40,7 +40,7 @@ from diffusers import UNet2DModel
 from torch import nn
 
 __all__ = ["UNET_PRESETS", "UNetConfig", "unet", "count_parameters", "pick_device",
-           "SEG_PRESETS", "SegmentationUNet", "segmentation_net"]
+           "SEG_PRESETS", "SegmentationUNet", "segmentation_net", "set_attention_heads"]
 
 
 @dataclass(frozen=True)
@@ -60,9 +60,13 @@ class UNetConfig:
     resnet_time_scale_shift: str = "default"
     downsample_type: str = "conv"
     upsample_type: str = "conv"
+    flip_sin_to_cos: bool = True
+    num_heads: int | None = None   # heads of every attention layer (None: width // attention_head_dim)
 
     def kwargs(self) -> dict:
+        """Keyword arguments of `UNet2DModel` (``num_heads`` is applied after construction)."""
         d = asdict(self)
+        d.pop("num_heads")
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
@@ -92,10 +96,12 @@ UNET_PRESETS: dict[str, UNetConfig] = {
         down_block_types=("ResnetDownsampleBlock2D",) * 3 + ("AttnDownBlock2D",) * 3,
         up_block_types=("AttnUpBlock2D",) * 3 + ("ResnetUpsampleBlock2D",) * 3,
         layers_per_block=2,
-        attention_head_dim=64,
-        resnet_time_scale_shift="scale_shift",
+        attention_head_dim=64,            # replaced by num_heads=4 below
+        resnet_time_scale_shift="default",
         downsample_type="resnet",
         upsample_type="resnet",
+        flip_sin_to_cos=False,
+        num_heads=4,
     ),
 }
 
@@ -116,7 +122,27 @@ def unet(preset: str = "tiny", image_size: int | None = None, in_channels: int =
         raise ValueError(f"image_size={size} must be divisible by {factor} for preset {preset!r}")
     kwargs = cfg.kwargs()
     kwargs.update(sample_size=size, in_channels=in_channels, out_channels=out_channels)
-    return UNet2DModel(**kwargs)
+    model = UNet2DModel(**kwargs)
+    if cfg.num_heads is not None:
+        set_attention_heads(model, cfg.num_heads)
+    return model
+
+
+def set_attention_heads(model: torch.nn.Module, heads: int) -> torch.nn.Module:
+    """Give every diffusers `Attention` layer of ``model`` ``heads`` heads, in place.
+
+    Multi-head attention softmax(Q_h K_hᵀ / √d_h) V_h over h = 1…heads with d_h = width / heads
+    (guided-diffusion's ``num_heads``): the projections keep their weights, only the split of
+    the width into heads and the 1/√d_h scale change."""
+    from diffusers.models.attention_processor import Attention
+
+    for m in model.modules():
+        if isinstance(m, Attention):
+            if m.inner_dim % heads:
+                raise ValueError(f"heads={heads} does not divide the attention width {m.inner_dim}")
+            m.heads = m.sliceable_head_dim = heads
+            m.scale = (m.inner_dim // heads) ** -0.5 if m.scale_qk else 1.0
+    return model
 
 
 def count_parameters(model: torch.nn.Module) -> int:

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# One 10-minute device call (the `device` tool of this workplace) that measures DiffusionAD's
+# norm-guided inference on the lent GPU for issue 5 — not yet run: no GPU was lent when it was
+# written (2026-11-23). Every step has its own time limit so the call ends inside 10 minutes and
+# whatever finished comes back under $OUT.
+#
+#   device run, carry [".whl"]:  python3 -m pip install -q --no-index --no-deps --no-compile \
+#       --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD \
+#       && bash scripts/device_bench_diffusionad.sh
+#
+# A dry run on a CPU: BENCH_ARGS="--device cpu --preset small --seg-preset tiny --image-size 64"
+#
+# 1. the fastest path measured so far (bf16 weights, inductor freezing) with --breakdown: the UNet
+#    alone at batch 2B and the segmentation net alone at B, so the note can say where the time goes;
+# 2. the same with inductor's coordinate-descent tuning of the generated GroupNorm/pointwise kernels;
+# 3. max-autotune without CUDA graphs at batch 128 only (convolutions are 98 % of the FLOPs and
+#    stay on cuDNN unless Triton's templates win), cut off after its time limit.
+set -uo pipefail
+export PYTHONUNBUFFERED=1
+OUT=${OUT:-build/device_out}
+mkdir -p "$OUT"
+nvidia-smi --query-gpu=name,clocks.max.sm,power.limit --format=csv 2>&1 | tee "$OUT/gpu.txt"
+export KIT_FIGURES_DIR=/tmp/fig
+step() {  # step SECONDS NAME ARGS...: one bench run, its log and JSON into $OUT
+  local secs=$1 name=$2; shift 2
+  timeout "$secs" python3 -m lib.bench diffusionad --json "$OUT/$name.json" "$@" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/$name.log" \
+    | grep -v "^W1\|UserWarning" | tail -20
+}
+step 300 purebf16_frozen --pure-bf16 --freeze --batches 1,128 --breakdown
+step 120 purebf16_frozen_cdt --pure-bf16 --freeze --coordinate-descent --batches 128 --eager-batch 8
+step 120 purebf16_frozen_autotune --pure-bf16 --freeze --compile-mode max-autotune-no-cudagraphs \
+  --batches 128 --eager-batch 8
+tar cf "$OUT/tables.tar" -C /tmp/fig tables 2>/dev/null
+ls -la "$OUT"
