@@ -71,7 +71,7 @@ from scipy import ndimage
 __all__ = [
     "CATEGORIES", "DEFECT_TYPES", "RECIPES", "GENERATOR_VERSION", "DatasetError",
     "make_benchmark", "embedded_benchmark", "default_data_dir", "dataset_card_figure",
-    "Split", "Category", "load_category", "list_categories", "to_tensor", "to_uint8",
+    "Split", "Category", "load_category", "list_categories", "select_categories", "to_tensor", "to_uint8",
     "fingerprint", "image_shape", "IMAGE_EXTENSIONS", "split_validation",
 ]
 
@@ -728,6 +728,30 @@ def list_categories(root) -> list[str]:
     """Sub-folders of ``root`` that look like categories (they hold ``train/``)."""
     root = Path(root)
     return sorted(p.name for p in root.iterdir() if p.is_dir() and (p / "train").is_dir())
+
+
+def select_categories(categories, root, order=()) -> list[str]:
+    """The notebooks' ``categories`` parameter → category names found in ``root``.
+
+    ``None`` → every category of ``root``, alphabetically (those named in ``order`` first); a
+    string → one name or several separated by commas (``"grass"``, ``"grass,brick"``; what
+    ``papermill -p categories grass`` passes); a list or tuple → those names. An unknown name
+    raises :class:`DatasetError` naming the parameter and the categories that exist."""
+    available = list_categories(root)
+    if not available:
+        raise DatasetError(f"no category folders (with a train/ sub-folder) in {root}")
+    if categories is None or (isinstance(categories, (str, list, tuple)) and len(categories) == 0):
+        return [c for c in order if c in available] + [c for c in available if c not in order]
+    if isinstance(categories, str):
+        categories = [c.strip() for c in categories.split(",") if c.strip()]
+    if not isinstance(categories, (list, tuple)) or not all(isinstance(c, str) for c in categories):
+        raise ValueError(f"categories={categories!r}: give None, a name, a comma-separated string "
+                         f"or a list of names from {available}")
+    unknown = [c for c in categories if c not in available]
+    if unknown:
+        raise DatasetError(f"categories={list(categories)!r}: {unknown} not found in {root}; "
+                           f"the categories there are {available}")
+    return list(dict.fromkeys(categories))
 
 
 def _open(path: Path, mode: str) -> Image.Image:

@@ -221,6 +221,22 @@ def test_error_missing_category_lists_existing(copy, tmp_path):
         data.load_category(tmp_path / "nowhere", "brick")
 
 
+def test_select_categories(bench, tmp_path):
+    """The notebooks' `categories` parameter: None, a name, "a,b" (what papermill -p passes), a list."""
+    assert data.select_categories(None, bench) == sorted(CATEGORIES)
+    assert data.select_categories(None, bench, order=CATEGORIES) == list(CATEGORIES)
+    assert data.select_categories("grass", bench) == ["grass"]          # not ['g', 'r', 'a', ...]
+    assert data.select_categories(" grass, brick ,grass", bench) == ["grass", "brick"]
+    assert data.select_categories(["fabric"], bench) == ["fabric"]
+    with pytest.raises(DatasetError, match=r"categories=\['carpet'\].*the categories there are"):
+        data.select_categories("carpet", bench)
+    with pytest.raises(ValueError, match="categories=3"):
+        data.select_categories(3, bench)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="no category folders"):
+        data.select_categories(None, tmp_path / "empty")
+
+
 def test_all_zero_mask_warns(copy):
     path = copy / "grass" / "ground_truth" / "hole" / "000_mask.png"
     Image.fromarray(np.zeros((32, 32), np.uint8)).save(path)
