@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from .diffusion import Diffusion, EpsModel, eps_fn, make_betas, reverse_pairs
 from .losses import focal_loss, smooth_l1_map_loss
 from .models import pick_device, segmentation_net, unet
-from .train import open_checkpoint, save_atomic, write_manifest
+from .train import open_checkpoint, resume_state, save_atomic, write_manifest
 
 __all__ = ["one_step", "norm_guided", "norm_guided_core", "NormGuided", "anomaly_map", "image_score", "ADConfig",
            "train_diffusionad", "load_diffusionad", "DiffusionADModel", "iterative", "ddim_from"]
@@ -257,11 +257,8 @@ def train_diffusionad(images: torch.Tensor, cfg: ADConfig, out: str | os.PathLik
     gen = torch.Generator().manual_seed(cfg.seed)
     pool_x, pool_m = _pool(images, cfg, gen, sources, progress)
     step, hist = 0, {"noise": [], "mask": []}
-    if out.exists():
-        state = torch.load(out, map_location="cpu", weights_only=False)
-        if {**state["config"], "steps": cfg.steps} != asdict(cfg) or state["step"] > cfg.steps:
-            raise ValueError(f"{out} was trained with a different config {state['config']}; "
-                             "choose another --name or delete it (only `steps` may grow)")
+    state = resume_state(out, cfg)
+    if state is not None:
         model.load_state_dict(state["unet"])
         seg.load_state_dict(state["seg"])
         opt.load_state_dict(state["optimizer"])

@@ -159,6 +159,19 @@ def verify_checkpoint(ckpt: str | os.PathLike) -> dict:
 
 
 # ----------------------------------------------------------------------------- training
+def resume_state(out: Path, cfg) -> dict | None:
+    """The resumable training state saved at ``out`` (None if there is none yet), after checking it
+    was trained with the dataclass config ``cfg``: only ``steps`` may differ, and only grow."""
+    if not out.exists():
+        return None
+    state = torch.load(out, map_location="cpu", weights_only=False)
+    if {**state["config"], "steps": cfg.steps} != asdict(cfg) or state["step"] > cfg.steps:
+        raise ValueError(f"{out} was trained with a different config {state['config']}; "
+                         "choose another --name/--out or delete it to start over (only `steps` "
+                         "may grow, to extend a run)")
+    return state
+
+
 def _build(cfg: TrainConfig, device: torch.device):
     model = unet(cfg.preset, cfg.image_size).to(device)
     ema = unet(cfg.preset, cfg.image_size).to(device)
@@ -220,13 +233,8 @@ def train_ddpm(images: torch.Tensor, cfg: TrainConfig, out: str | os.PathLike, *
     model, ema, opt = _build(cfg, device)
     gen = torch.Generator().manual_seed(cfg.seed)
     step, losses = 0, []
-    if out.exists():
-        state = torch.load(out, map_location="cpu", weights_only=False)
-        saved = {**state["config"], "steps": cfg.steps}
-        if saved != asdict(cfg) or state["step"] > cfg.steps:
-            raise ValueError(f"{out} was trained with a different config {state['config']}; "
-                             "choose another --name/--out or delete it to start over (only `steps` "
-                             "may grow, to extend a run)")
+    state = resume_state(out, cfg)
+    if state is not None:
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["optimizer"])

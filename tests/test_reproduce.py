@@ -50,3 +50,20 @@ def test_compare(tmp_path):
         (tmp_path / d / "tables" / "timing" / "w.csv").write_text(f"s\n{d}\n")  # timings may differ
     assert reproduce.compare(tmp_path / "a", tmp_path / "b") == 0
     assert reproduce.compare(tmp_path / "a", tmp_path / "c") == 1
+
+
+@pytest.mark.parametrize("path", sorted(reproduce.REPO.joinpath("notebooks").glob("[0-9][0-9]_*.ipynb")),
+                         ids=lambda p: p.name)
+def test_committed_notebooks_are_clean_and_their_parameters_visible_to_papermill(path):
+    """No outputs committed; one `parameters` cell whose every knob papermill can read
+    (`papermill --help-notebook`; an '=' inside a comment used to hide a parameter)."""
+    import re
+
+    import papermill as pm
+
+    nb = nbf.read(path, as_version=4)
+    assert not any(c.get("outputs") or c.get("execution_count") for c in nb.cells if c.cell_type == "code")
+    params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(params) == 1
+    names = re.findall(r"^(\w+)\s*=", params[0].source, flags=re.M)
+    assert names and list(pm.inspect_notebook(str(path))) == names
