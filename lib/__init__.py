@@ -1,20 +1,13 @@
-"""The thin package the notebooks share.
+"""The thin package the notebooks share, in layers (arrows point one way):
 
-Modules (one idea each):
-    lib.diffusion  -- forward/reverse process math (seed 000 §3.1-3.2), checked against diffusers
-    lib.models     -- UNet2DModel presets, the segmentation U-Net
-    lib.train      -- training loop, atomic checkpoints, manifests
-    lib.data       -- the embedded inspection benchmark and the MVTec-layout loader
-    lib.synth      -- synthetic anomalies for training (Perlin masks, blends; DRAEM, DiffusionAD §IV-D)
-    lib.losses     -- focal and smooth-L1 map losses
-    lib.metrics    -- the papers' evaluation metrics
-    lib.inpaint    -- the thesis' self-aware inpainting (seed 002, Algorithms 1-2, §3.1.3)
-    lib.learned_map -- the thesis' DRAEM-style learned anomaly map
-    lib.diffusionad -- DiffusionAD one-step / norm-guided denoising and joint training (seed 003)
-    lib.bench      -- speed benchmarks measured side by side
-    lib.plots      -- figure/table style and saving
-    lib.widgets    -- ipywidgets explorers with a static fallback
-    lib.reproduce  -- papermill runner for every notebook
+    lib.core     -- the diffusion math, network presets, losses, anomaly scoring, metrics, paths
+    lib.data     -- the embedded benchmark, the MVTec-layout loader, synthetic training anomalies
+    lib.io       -- checkpoints with manifests, the one training loop, the command-line builder
+    lib.methods  -- one module per paper method (ddpm, inpaint, learned_map, diffusionad)
+    lib.show     -- figure style, tables, widgets (imports lib.core only)
+    lib.tools    -- reproduce (papermill runner) and bench (speed benchmarks)
+
+tools → methods → core / data / io → third-party libraries; show → core. See lib/README.md.
 """
 
 __version__ = "0.1.0"

@@ -23,7 +23,7 @@ import pandas as pd
 
 __all__ = ["figures_dir", "savefig", "save_table", "show_images", "caption", "style"]
 
-REPO = Path(__file__).resolve().parent.parent
+from ..core.paths import REPO
 
 
 def figures_dir() -> Path:

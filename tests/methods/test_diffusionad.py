@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from lib.diffusion import Diffusion, make_betas
-from lib.diffusionad import (ADConfig, ddim_from, image_score, iterative, load_diffusionad, norm_guided,
+from lib.core.diffusion import Diffusion, make_betas
+from lib.methods.diffusionad import (ADConfig, ddim_from, image_score, iterative, load_diffusionad, norm_guided,
                              one_step, train_diffusionad)
 
 
@@ -77,8 +77,8 @@ def test_iterative_and_ddim_exact_with_true_noise():
 
 
 def test_one_call_equals_two_calls_with_a_real_unet():
-    from lib.diffusion import eps_fn
-    from lib.models import unet
+    from lib.core.diffusion import eps_fn
+    from lib.core.nets import unet
 
     torch.manual_seed(0)
     m = eps_fn(unet("small", 32).eval())
@@ -102,7 +102,7 @@ def test_image_score_is_top_k_mean():
 
 
 def test_training_round_trip(tmp_path):
-    from lib.synth import anomaly_sources
+    from lib.data.synth import anomaly_sources
 
     g = torch.Generator().manual_seed(0)
     images = torch.rand(6, 3, 32, 32, generator=g) * 2 - 1

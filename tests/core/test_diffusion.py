@@ -1,7 +1,7 @@
-"""lib.diffusion against diffusers' DDPMScheduler / DDIMScheduler on identical inputs and noise.
+"""lib.core.diffusion against diffusers' DDPMScheduler / DDIMScheduler on identical inputs and noise.
 
 Precision note.  diffusers keeps ᾱ in float32, and 1 - ᾱ_t loses ~3 significant digits at small t
-(ᾱ_0 = 0.9999), so its step coefficients there are off by up to ~1e-3 relative; lib.diffusion keeps
+(ᾱ_0 = 0.9999), so its step coefficients there are off by up to ~1e-3 relative; lib.core.diffusion keeps
 ᾱ in float64.  To compare the *formulas* on identical inputs, the step/sampler tests hand diffusers
 our float64 ᾱ (``_patched``); the schedules themselves are compared with diffusers' own float32
 ones in ``test_schedules_match_diffusers``.  Values that are not O(1) (unclipped x̂0 at large t
@@ -14,7 +14,7 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 
-from lib.diffusion import Diffusion, make_betas, predict_x0_one_step, sample_ddim, sample_ddpm, sample_hybrid
+from lib.core.diffusion import Diffusion, make_betas, predict_x0_one_step, sample_ddim, sample_ddpm, sample_hybrid
 
 T = 1000
 TOL = 1e-5
@@ -349,7 +349,7 @@ def test_bad_inputs_raise_clear_errors():
 
 
 def test_reverse_pairs_respacing():
-    from lib.diffusion import reverse_pairs
+    from lib.core.diffusion import reverse_pairs
 
     full = reverse_pairs(4)
     assert full == [(4, 3), (3, 2), (2, 1), (1, 0), (0, -1)]

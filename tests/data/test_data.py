@@ -44,7 +44,7 @@ def test_generation_is_deterministic(bench, tmp_path):
 @pytest.mark.parametrize("size", [32, 64])
 def test_mask_is_exactly_the_changed_pixels(category, defect, size):
     for index in range(4):
-        clean, img, mask = data._render(category, index, defect, seed=3, size=size)
+        clean, img, mask = data.benchmark._render(category, index, defect, seed=3, size=size)
         assert mask.dtype == bool and mask.shape == img.shape[:2] == data.image_shape(category, size)
         assert mask.any(), "empty mask"
         assert np.array_equal(img[~mask], clean[~mask]), "a pixel outside the mask changed"
@@ -55,7 +55,7 @@ def test_mask_is_exactly_the_changed_pixels(category, defect, size):
 
 def test_written_files_match_render(bench):
     for category, defect in [("display_panel", "seal_gap"), ("brick", "crack"), ("metal_strip", "scratch")]:
-        _, img, mask = data._render(category, 1, defect, seed=0, size=32)
+        _, img, mask = data.benchmark._render(category, 1, defect, seed=0, size=32)
         assert np.array_equal(np.asarray(Image.open(bench / category / "test" / defect / "001.png")), img)
         stored = np.asarray(Image.open(bench / category / "ground_truth" / defect / "001_mask.png"))
         assert stored.dtype == np.uint8 and set(np.unique(stored)) <= {0, 255}
@@ -63,9 +63,9 @@ def test_written_files_match_render(bench):
 
 
 def test_good_images_are_clean_and_train_differs_from_test():
-    clean, img, mask = data._render("gravel", 0, "good", seed=0, size=32)
+    clean, img, mask = data.benchmark._render("gravel", 0, "good", seed=0, size=32)
     assert np.array_equal(clean, img) and not mask.any()
-    train = data._render("gravel", 0, "good", seed=0, size=32, split="train")[1]
+    train = data.benchmark._render("gravel", 0, "good", seed=0, size=32, split="train")[1]
     assert not np.array_equal(train, img)
 
 

@@ -3,7 +3,7 @@
 import nbformat as nbf
 import pytest
 
-from lib import reproduce
+from lib.tools import reproduce
 
 
 def _nb(path, *sources, params="profile = 'quick'"):

@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from lib import plots, widgets  # noqa: E402
+from lib.show import figures as plots, widgets  # noqa: E402
 
 
 @pytest.fixture

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from lib import data as kd
-from lib.diffusion import Diffusion
-from lib.learned_map import LearnedMapConfig, SelfAwareSettings, learned_map, make_pairs, train_learned_map
-from lib.synth import anomaly_sources
+from lib.core.diffusion import Diffusion
+from lib.methods.learned_map import LearnedMapConfig, SelfAwareSettings, learned_map, make_pairs, train_learned_map
+from lib.data.synth import anomaly_sources
 
 
 def test_pairs_half_normal_and_known_region_kept():

@@ -26,10 +26,12 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .diffusion import Diffusion
-from .losses import focal_loss
-from .models import pick_device, segmentation_net
-from .train import open_checkpoint, read_manifest, save_atomic, write_manifest
+from ..core.diffusion import Diffusion
+from ..core.losses import focal_loss
+from ..core.device import pick_device
+from ..core.nets import segmentation_net
+from ..core.paths import CHECKPOINTS, TRAIN_STATE
+from ..io.checkpoints import open_checkpoint, read_manifest, save_atomic, write_manifest
 
 __all__ = ["SelfAwareSettings", "make_pairs", "LearnedMapConfig", "train_learned_map",
            "load_learned_map", "learned_map"]
@@ -55,7 +57,7 @@ def make_pairs(model, images: torch.Tensor, diffusion: Diffusion, q_p: torch.Ten
     """``n`` training triples (I_a, x̂, M): half normal images, half simulated anomalies, each
     reconstructed by :func:`lib.inpaint.self_aware_reconstruct` with ``settings``."""
     from .inpaint import self_aware_reconstruct
-    from .synth import synthesize
+    from ..data.synth import synthesize
 
     device = device or images.device
     xs, ms = [], []
@@ -126,7 +128,7 @@ def learned_map(seg: torch.nn.Module, x: torch.Tensor, x_hat: torch.Tensor) -> t
 
 def load_learned_map(path: str | os.PathLike, device="cpu", verify: bool = True):
     """Load an exported learned-map network; returns (network, manifest config dict)."""
-    state = open_checkpoint(path, "lib.learned_map", verify)
+    state = open_checkpoint(path, "lib.methods.learned_map", verify)
     cfg = LearnedMapConfig(**state["config"])
     seg = segmentation_net(cfg.seg_preset)
     seg.load_state_dict(state["seg"])
@@ -136,20 +138,19 @@ def load_learned_map(path: str | os.PathLike, device="cpu", verify: bool = True)
 def main(argv=None):
     import argparse
 
-    from . import data as kit_data
-    from .diffusion import eps_fn
+    from .. import data as kit_data
+    from ..core.diffusion import eps_fn
     from .inpaint import shared_noise, threshold_map
-    from .synth import anomaly_sources
-    from .train import load_checkpoint
+    from ..data.synth import anomaly_sources
+    from .ddpm import load_checkpoint
 
-    repo = Path(__file__).resolve().parent.parent
     p = argparse.ArgumentParser(description="Train the thesis' learned anomaly map for one category")
     p.add_argument("--ddpm", required=True, help="the category's DDPM checkpoint (lib.train, with --val-fraction)")
     p.add_argument("--data", default=None)
     p.add_argument("--category", default="gravel")
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--name", required=True)
-    p.add_argument("--export-dir", type=Path, default=repo / "data" / "checkpoints")
+    p.add_argument("--export-dir", type=Path, default=CHECKPOINTS)
     p.add_argument("--pairs", type=int, default=1024)
     p.add_argument("--noise-seed", type=int, default=0, help="seed of Algorithm 2's shared ε")
     p.add_argument("--device", default=None)
@@ -187,7 +188,7 @@ def main(argv=None):
     out = a.export_dir / f"{a.name}.pt"
     state = {k: v.half() if v.is_floating_point() else v for k, v in seg.state_dict().items()}
     save_atomic({"config": asdict(cfg), "settings": asdict(settings), "losses": hist, "seg": state}, out)
-    cmd = "python -m lib.learned_map " + " ".join(argv if argv is not None else sys.argv[1:])
+    cmd = "python -m lib.methods.learned_map " + " ".join(argv if argv is not None else sys.argv[1:])
     write_manifest(out, command=cmd, config={**asdict(cfg), "settings": asdict(settings)}, seed=cfg.seed,
                    data_fingerprint=kit_data.fingerprint(root / a.category),
                    extra={"ddpm": Path(a.ddpm).name, "pairs": a.pairs, "noise_seed": a.noise_seed,

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from diffusers import UNet2DModel
 from torch import nn
 
-__all__ = ["UNET_PRESETS", "UNetConfig", "unet", "count_parameters", "pick_device",
+__all__ = ["UNET_PRESETS", "UNetConfig", "unet", "count_parameters",
            "SEG_PRESETS", "SegmentationUNet", "segmentation_net", "set_attention_heads"]
 
 
@@ -147,24 +147,6 @@ def set_attention_heads(model: torch.nn.Module, heads: int) -> torch.nn.Module:
 
 def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def pick_device(prefer: str | None = None) -> torch.device:
-    """``prefer`` if given (``"cpu"``, ``"cuda"``, ``"mps"``), else cuda → mps → cpu."""
-    if prefer not in (None, "", "auto"):
-        dev = torch.device(prefer)
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device={prefer!r} was asked for but CUDA is not available here; "
-                             "use device='auto' or 'cpu'")
-        if dev.type == "mps" and not torch.backends.mps.is_available():
-            raise ValueError(f"device={prefer!r} was asked for but MPS is not available here; "
-                             "use device='auto' or 'cpu'")
-        return dev
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 # ----------------------------------------------------------------------------------

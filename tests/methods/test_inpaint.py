@@ -1,4 +1,4 @@
-"""lib.inpaint (seed 002 ch. 3: Algorithms 1-2 and the multi-scale anomaly map).
+"""lib.methods.inpaint (seed 002 ch. 3: Algorithms 1-2 and the multi-scale anomaly map).
 
 The RePaint loop is checked step by step against its definition (via ``callback``) and end to end
 against diffusers' ``RePaintScheduler`` driven by a random tiny UNet on the same noise draws.
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from lib.diffusion import Diffusion, _randn, eps_fn
-from lib.inpaint import (
+from lib.core.diffusion import Diffusion, _randn, eps_fn
+from lib.methods.inpaint import (
     SelfAwareResult,
     basic_denoise,
     image_score,
@@ -27,7 +27,7 @@ from lib.inpaint import (
     shared_noise,
     threshold_map,
 )
-from lib.models import unet
+from lib.core.nets import unet
 
 T = 1000
 SHAPE = (2, 3, 16, 12)  # non-square on purpose
@@ -355,7 +355,7 @@ def test_respaced_inpaint_keeps_known_region_and_counts_calls(diffusion):
                   callback=steps.append)
     assert len(calls) == 30 and sorted(set(calls), reverse=True)[0] == 49 and min(calls) == 0
     for st in steps:
-        s_prev = [b for a, b in __import__("lib.diffusion", fromlist=["reverse_pairs"]).reverse_pairs(49, 10) if a == st.s][0]
+        s_prev = [b for a, b in __import__("lib.core.diffusion", fromlist=["reverse_pairs"]).reverse_pairs(49, 10) if a == st.s][0]
         want = diffusion.q_sample(x, s_prev, st.noise) if s_prev >= 0 else x
         assert torch.allclose(st.known, want) and torch.allclose(keep * st.x_prev, keep * want)
     assert torch.equal(keep * out, keep * x)

@@ -63,6 +63,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from ..core.paths import REPO
+
 import numpy as np
 import torch
 from PIL import Image
@@ -648,7 +650,7 @@ def default_data_dir() -> Path:
     """``$KIT_DATA_DIR`` if set, else ``data/`` at the repository root (the parent of
     the ``lib`` package)."""
     env = os.environ.get("KIT_DATA_DIR")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "data"
+    return Path(env) if env else REPO / "data"
 
 
 def embedded_benchmark(image_size: int = 64, seed: int = 0, root=None) -> Path:

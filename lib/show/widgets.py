@@ -15,7 +15,7 @@ import ipywidgets as widgets
 import matplotlib.pyplot as plt
 from IPython.display import display
 
-from .plots import savefig
+from .figures import savefig
 
 __all__ = ["explorer", "int_slider", "float_slider"]
 

@@ -1,11 +1,11 @@
-"""The benchmark's pipeline computes the same function as lib.diffusionad (its speed is not tested here)."""
+"""The benchmark's pipeline computes the same function as lib.methods.diffusionad (its speed is not tested here)."""
 
 import torch
 
-from lib.bench import make_pipeline
-from lib.diffusion import Diffusion, eps_fn, make_betas
-from lib.diffusionad import anomaly_map, image_score, norm_guided
-from lib.models import segmentation_net, unet
+from lib.tools.bench import make_pipeline
+from lib.core.diffusion import Diffusion, eps_fn, make_betas
+from lib.methods.diffusionad import anomaly_map, image_score, norm_guided
+from lib.core.nets import segmentation_net, unet
 
 
 def test_pipeline_equals_library_path():

@@ -3,7 +3,8 @@ import torch
 
 from diffusers.models.attention_processor import Attention
 
-from lib.models import UNET_PRESETS, count_parameters, pick_device, set_attention_heads, unet
+from lib.core.device import pick_device
+from lib.core.nets import UNET_PRESETS, count_parameters, set_attention_heads, unet
 
 
 def test_tiny_preset_shapes():
@@ -100,10 +101,10 @@ def authors_unet_flops(size, base=128, mults=(1, 1, 2, 2, 4, 4), blocks=2, attn_
 
 
 def test_paper_unet_flops_match_the_authors_layout():
-    """lib.bench's FLOP count (torch's FlopCounterMode) equals the walk above (at 64² to stay cheap;
+    """lib.tools.bench's FLOP count (torch's FlopCounterMode) equals the walk above (at 64² to stay cheap;
     at 256² both give 0.5632 TFLOP per forward)."""
-    from lib.bench import flops_per_image
-    from lib.models import segmentation_net
+    from lib.tools.bench import flops_per_image
+    from lib.core.nets import segmentation_net
 
     f = flops_per_image(unet("paper", 64).eval(), segmentation_net("tiny").eval(), 64, torch.device("cpu"))
     assert f["unet_forward"] == authors_unet_flops(64)

@@ -1,4 +1,4 @@
-"""lib.synth: Perlin masks, augmentations, grid shuffle, anomaly sources, blending."""
+"""lib.data.synth: Perlin masks, augmentations, grid shuffle, anomaly sources, blending."""
 
 import math
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from lib import synth
+from lib.data import synth
 from lib.data import CATEGORIES, to_tensor
 
 H, W = 184, 64          # non-square, like the metal_strip category at 64 px

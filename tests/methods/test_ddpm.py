@@ -5,7 +5,8 @@ import json
 import pytest
 import torch
 
-from lib.train import TrainConfig, load_checkpoint, read_manifest, train_ddpm, verify_checkpoint
+from lib.io.checkpoints import read_manifest, verify_checkpoint
+from lib.methods.ddpm import TrainConfig, load_checkpoint, train_ddpm
 
 
 def _images(n=6, size=16):
@@ -92,7 +93,8 @@ def test_clear_errors(tmp_path):
 
 
 def test_half_precision_export_loads_as_float32(tmp_path):
-    from lib.train import load_checkpoint, read_manifest
+    from lib.io.checkpoints import read_manifest
+    from lib.methods.ddpm import load_checkpoint
 
     x = _images()
     _, ema, _ = train_ddpm(x, TrainConfig(**{**CFG, "steps": 2}), tmp_path / "s.pt", export=tmp_path / "w.pt",

@@ -1,4 +1,4 @@
-"""lib.models.SegmentationUNet and lib.losses (DiffusionAD's segmentation sub-network)."""
+"""lib.models.SegmentationUNet and lib.core.losses (DiffusionAD's segmentation sub-network)."""
 
 import math
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lib.losses import focal_loss, smooth_l1_map_loss
-from lib.models import SEG_PRESETS, SegmentationUNet, count_parameters, segmentation_net
+from lib.core.losses import focal_loss, smooth_l1_map_loss
+from lib.core.nets import SEG_PRESETS, SegmentationUNet, count_parameters, segmentation_net
 
 
 @pytest.mark.parametrize("shape", [(64, 64), (184, 64), (37, 50)])

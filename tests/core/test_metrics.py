@@ -1,4 +1,4 @@
-"""Tests of lib.metrics against hand-computed values and independent computations."""
+"""Tests of lib.core.metrics against hand-computed values and independent computations."""
 
 import itertools
 import warnings
@@ -9,7 +9,7 @@ import scipy.integrate
 import skimage.measure
 import torch
 
-from lib.metrics import (
+from lib.core.metrics import (
     FID_WEIGHTS_ENV,
     FID_WEIGHTS_FILE,
     FID_WEIGHTS_URL,

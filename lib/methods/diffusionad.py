@@ -31,10 +31,12 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .diffusion import Diffusion, EpsModel, eps_fn, make_betas, reverse_pairs
-from .losses import focal_loss, smooth_l1_map_loss
-from .models import pick_device, segmentation_net, unet
-from .train import open_checkpoint, resume_state, save_atomic, write_manifest
+from ..core.diffusion import Diffusion, EpsModel, eps_fn, make_betas, reverse_pairs
+from ..core.losses import focal_loss, smooth_l1_map_loss
+from ..core.device import pick_device
+from ..core.nets import segmentation_net, unet
+from ..core.paths import CHECKPOINTS, TRAIN_STATE
+from ..io.checkpoints import open_checkpoint, resume_state, save_atomic, write_manifest
 
 __all__ = ["one_step", "norm_guided", "norm_guided_core", "NormGuided", "anomaly_map", "image_score", "ADConfig",
            "train_diffusionad", "load_diffusionad", "DiffusionADModel", "iterative", "ddim_from"]
@@ -210,7 +212,7 @@ def _build(cfg: ADConfig, device):
 
 def load_diffusionad(path: str | os.PathLike, device="cpu", verify: bool = True) -> DiffusionADModel:
     """Load an exported DiffusionAD checkpoint (UNet + segmentation net) made by :func:`train_diffusionad`."""
-    state = open_checkpoint(path, "lib.diffusionad", verify)
+    state = open_checkpoint(path, "lib.methods.diffusionad", verify)
     cfg = ADConfig(**state["config"])
     u, s = _build(cfg, "cpu")
     u.load_state_dict(state["unet"])
@@ -221,7 +223,7 @@ def load_diffusionad(path: str | os.PathLike, device="cpu", verify: bool = True)
 
 
 def _pool(images: torch.Tensor, cfg: ADConfig, gen: torch.Generator, sources, progress: bool):
-    from .synth import synthesize
+    from ..data.synth import synthesize
 
     xs, ms = [], []
     for _ in tqdm(range(cfg.pool), desc="synthetic anomalies", disable=not progress, leave=False):
@@ -329,16 +331,15 @@ def train_diffusionad(images: torch.Tensor, cfg: ADConfig, out: str | os.PathLik
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
-    from . import data as kit_data
-    from .synth import anomaly_sources
+    from .. import data as kit_data
+    from ..data.synth import anomaly_sources
 
-    repo = Path(__file__).resolve().parent.parent
     p = argparse.ArgumentParser(description="Train DiffusionAD (UNet + segmentation net) on one category")
     p.add_argument("--data", default=None, help="MVTec-layout root (default: the embedded benchmark)")
     p.add_argument("--category", default="gravel")
     p.add_argument("--name", required=True, help="checkpoint name, e.g. diffusionad_small_gravel64")
-    p.add_argument("--state-dir", type=Path, default=repo / "build" / "train")
-    p.add_argument("--export-dir", type=Path, default=repo / "data" / "checkpoints")
+    p.add_argument("--state-dir", type=Path, default=TRAIN_STATE)
+    p.add_argument("--export-dir", type=Path, default=CHECKPOINTS)
     p.add_argument("--device", default=None)
     for f in ADConfig.__dataclass_fields__.values():
         p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
@@ -348,7 +349,7 @@ def main(argv: list[str] | None = None) -> None:
     cat = kit_data.load_category(root, a.category, image_size=cfg.image_size)
     images = kit_data.to_tensor(cat.train.images)
     sources = anomaly_sources(tuple(images.shape[-2:]), exclude=a.category)
-    cmd = "python -m lib.diffusionad " + " ".join(argv if argv is not None else sys.argv[1:])
+    cmd = "python -m lib.methods.diffusionad " + " ".join(argv if argv is not None else sys.argv[1:])
     train_diffusionad(images, cfg, a.state_dir / f"{a.name}.pt", export=a.export_dir / f"{a.name}.pt",
                       sources=sources, device=a.device, command=cmd,
                       data_fingerprint=kit_data.fingerprint(root / a.category))

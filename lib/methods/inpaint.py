@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from lib.diffusion import Diffusion, _randn, _t_batch, reverse_pairs
+from ..core.diffusion import Diffusion, _randn, _t_batch, reverse_pairs
 
 __all__ = [
     "basic_denoise",

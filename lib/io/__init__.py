@@ -1,0 +1,1 @@
+"""I/O layer: checkpoints with manifests, the one training loop, the command-line builder."""

@@ -1,0 +1,1 @@
+"""One module per paper method: the method, its config and ``pretrained()``, no plumbing."""

@@ -1,0 +1,1 @@
+"""Figures, tables and widgets (imports only lib.core)."""

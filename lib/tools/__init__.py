@@ -1,0 +1,1 @@
+"""Tools over the whole kit: the papermill runner (``reproduce``) and speed benchmarks (``bench``)."""
