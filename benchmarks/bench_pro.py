@@ -1,4 +1,4 @@
-"""Benchmark lib.metrics.pro_auc: speed, memory and exactness at MVTec-like scale.
+"""Benchmark lib.core.metrics.pro_auc: speed, memory and exactness at MVTec-like scale.
 
 500 anomaly maps of 256 x 256 (smoothed noise plus a smoothed copy of the mask) and
 random elliptical blob masks on every other image, seeded. Reports:
@@ -25,7 +25,7 @@ import scipy.ndimage
 import skimage.measure
 from sklearn.metrics import roc_curve
 
-from lib.metrics import pro_auc
+from lib.core.metrics import pro_auc
 
 N, SIZE, FPR_LIMIT, SEED = 500, 256, 0.3, 0
 

@@ -7,11 +7,11 @@ set -uo pipefail
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
 git rev-parse HEAD 2>&1 | head -1
 nvidia-cuda-mps-control -d 2>&1 && echo "MPS daemon started" || echo "no MPS"
-python3 -c "from lib.data import embedded_benchmark as e; print(e(image_size=64))"
+python3 -c "from lib.data import embedded_benchmark as e; print(e(64))"
 t0=$(date +%s)
 for c in brick grass gravel fabric display_panel metal_strip; do
-  python3 -m lib.train --category $c --image-size 64 --preset small --schedule sigmoid --steps 100 --batch-size 32 --val-fraction 0.2 --name cal_$c --device cuda --state-dir /tmp/st --export-dir /tmp/ex > /tmp/cal_ddpm_$c.log 2>&1 &
-  python3 -m lib.diffusionad --category $c --name cal_$c --steps 100 --device cuda --state-dir /tmp/st2 --export-dir /tmp/ex2 > /tmp/cal_ad_$c.log 2>&1 &
+  python3 -m lib.methods.ddpm --category $c --image-size 64 --preset small --schedule sigmoid --steps 100 --batch-size 32 --val-fraction 0.2 --name cal_$c --device cuda --state-dir /tmp/st --export-dir /tmp/ex > /tmp/cal_ddpm_$c.log 2>&1 &
+  python3 -m lib.methods.diffusionad --category $c --name cal_$c --steps 100 --device cuda --state-dir /tmp/st2 --export-dir /tmp/ex2 > /tmp/cal_ad_$c.log 2>&1 &
 done
 wait
 echo "calibration wall $(( $(date +%s) - t0 )) s"

@@ -14,7 +14,8 @@ from typing import Any, Iterable
 
 import torch
 
-__all__ = ["check_int", "check_float", "check_choice", "check_images", "check_finite", "check_size_multiple"]
+__all__ = ["check_int", "check_float", "check_choice", "check_images", "check_finite", "check_size_multiple",
+           "check_generator", "check_shape", "check_multiple"]
 
 
 def check_int(name: str, value: Any, lo: int | None = None, hi: int | None = None) -> int:
@@ -87,6 +88,32 @@ def check_size_multiple(name: str, x: torch.Tensor, multiple: int) -> torch.Tens
                          f"must be multiples of {multiple} (resize or crop the images, e.g. to "
                          f"{max(multiple, h // multiple * multiple)}×{max(multiple, w // multiple * multiple)})")
     return x
+
+
+def check_generator(name: str, generator: Any) -> torch.Generator:
+    """``generator`` if it is a ``torch.Generator`` (every random draw of a sampler comes from it)."""
+    if not isinstance(generator, torch.Generator):
+        raise ValueError(f"{name} must be a torch.Generator (all noise is drawn from it, so a seed fixes the "
+                         f"result), got {type(generator).__name__}; pass e.g. torch.Generator().manual_seed(0)")
+    return generator
+
+
+def check_shape(name: str, x: Any, shape: tuple[int, ...], like: str = "x") -> torch.Tensor:
+    """``x`` if it is a tensor of exactly ``shape`` (the shape of the tensor named ``like``)."""
+    if not isinstance(x, torch.Tensor) or tuple(x.shape) != tuple(shape):
+        got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"{name} must have the shape of {like}, {tuple(shape)}, got {got}")
+    return x
+
+
+def check_multiple(name: str, value: Any, multiple: int, why: str = "") -> int:
+    """``value`` as a positive int that is a multiple of ``multiple`` (e.g. an image size and a UNet's
+    down-sampling 2^(levels−1); ``why`` says where the multiple comes from)."""
+    value = check_int(name, value, 1)
+    if value % multiple:
+        raise ValueError(f"{name}={value} must be a positive multiple of {multiple}{f' ({why})' if why else ''}, "
+                         f"e.g. {max(multiple, value // multiple * multiple)}")
+    return value
 
 
 def _range(lo, hi, lo_open: bool = False, hi_open: bool = False) -> str:

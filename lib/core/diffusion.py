@@ -23,32 +23,51 @@ Conventions (the same as diffusers):
     dtype/device of the tensor they multiply.
   * a model is any callable ``eps_theta(x_t, t_tensor) -> eps`` (use :func:`eps_fn` to wrap a
     diffusers ``UNet2DModel``).
+  * one argument order everywhere: model output (or model), then t, then x_t (or x0, diffusion, t);
+    options are keyword-only.  ``clip_x0`` clamps x̂0 to [-1, 1].  Noise that is not passed in is
+    drawn from ``generator`` with :func:`randn` (float32 on the generator's device, then moved —
+    diffusers' ``randn_tensor``), so a seed fixes every result.
+  * public entries check their arguments (``ValueError`` naming the parameter, its value and the
+    valid range, via :mod:`lib.core.checks`) once, before any model call.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Union
 
 import torch
 from tqdm.auto import tqdm
 
+from .checks import check_float, check_generator, check_images, check_int, check_shape, check_size_multiple
+
 __all__ = [
     "SCHEDULES",
+    "EpsModel",
+    "Timestep",
     "make_betas",
     "Diffusion",
     "Step",
     "eps_fn",
+    "size_multiple",
+    "randn",
+    "noise_like",
+    "t_batch",
     "sample_ddpm",
     "sample_ddim",
     "sample_hybrid",
     "predict_x0_one_step",
+    "denoise_from",
+    "ddim_from",
     "reverse_pairs",
 ]
 
 SCHEDULES = ("linear", "cosine", "sigmoid")
 
 EpsModel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""An ε-model: ``eps_theta(x_t, t) -> ε_θ(x_t, t)`` with t an (N,) long tensor on x_t's device."""
+Timestep = Union[int, torch.Tensor]
+"""A timestep: an int, or a 1-D integer tensor with one t per sample."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -117,17 +136,20 @@ class Diffusion:
         return f"Diffusion(T={self.T}, beta[0]={self.betas[0].item():.3g}, beta[-1]={self.betas[-1].item():.3g})"
 
     # ---- small helpers ---------------------------------------------------------------------
-    def _t(self, t, name: str = "t", allow_negative: bool = False) -> torch.Tensor:
-        """t as a 1-D long CPU tensor, range-checked (negatives are clamped to -1 if allowed)."""
+    def check_t(self, t: Timestep, name: str = "t", *, allow_clean: bool = False) -> torch.Tensor:
+        """t (an int or a 1-D integer tensor, one per sample) as a 1-D long CPU tensor with every
+        entry in [0, T-1]; ``ValueError`` naming ``name`` otherwise (bools, floats such as 200.7 and
+        out-of-range values never wrap or truncate).  ``allow_clean``: a previous timestep, where
+        any negative value means "clean" (ᾱ = 1) and is stored as -1."""
         tt = torch.as_tensor(t).detach().cpu()
-        if tt.is_floating_point() or tt.ndim > 1:
+        if tt.is_floating_point() or tt.is_complex() or tt.dtype == torch.bool or tt.ndim > 1:
             raise ValueError(f"{name} must be an int or a 1-D integer tensor, got {t!r}")
         tt = tt.long().reshape(-1)
-        if allow_negative:
+        if allow_clean:
             tt = tt.clamp(min=-1)
-        low = -1 if allow_negative else 0
+        low = -1 if allow_clean else 0
         if len(tt) == 0 or bool((tt < low).any()) or bool((tt > self.T - 1).any()):
-            hint = " (negative = clean, alpha_bar = 1)" if allow_negative else ""
+            hint = " (negative = clean, alpha_bar = 1)" if allow_clean else ""
             raise ValueError(f"{name} must be an integer in [{low}, {self.T - 1}]{hint}, got {t!r}")
         return tt
 
@@ -135,7 +157,7 @@ class Diffusion:
         """Checked previous timestep; ``None`` means t - 1 (the un-respaced chain)."""
         if t_prev is None:
             return t - 1
-        tp = self._t(t_prev, "t_prev", allow_negative=True)
+        tp = self.check_t(t_prev, "t_prev", allow_clean=True)
         if bool((tp >= t).any()):
             raise ValueError(f"t_prev must be smaller than t, got t={t.tolist()}, t_prev={tp.tolist()}")
         return tp
@@ -145,22 +167,23 @@ class Diffusion:
         return self._alpha_bar_ext[t + 1]
 
     @staticmethod
-    def _bc(coef: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """float64 per-sample coefficient → x's dtype/device, shaped (N or 1, 1, 1, …) to broadcast."""
-        return coef.to(device=x.device, dtype=x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
+    def coef(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """A float64 per-sample coefficient (e.g. √ᾱ_t) → ``like``'s dtype/device, shaped (N or 1, 1, 1, …)
+        so that it broadcasts against ``like`` (N×C×H×W)."""
+        return values.to(device=like.device, dtype=like.dtype).reshape(-1, *([1] * (like.ndim - 1)))
 
     # ---- forward process ---------------------------------------------------------------------
-    def q_sample(self, x0: torch.Tensor, t, eps: torch.Tensor) -> torch.Tensor:
+    def q_sample(self, x0: torch.Tensor, t: Timestep, eps: torch.Tensor) -> torch.Tensor:
         """Closed-form forward marginal, seed 000 eq. 3 (Ho eq. 4):
 
             x_t = √ᾱ_t · x0 + √(1 - ᾱ_t) · ε,     ε ~ N(0, I)
 
         Same as diffusers ``DDPMScheduler.add_noise(x0, eps, t)``.
         """
-        ab = self._ab(self._t(t))
-        return self._bc(ab.sqrt(), x0) * x0 + self._bc((1 - ab).sqrt(), x0) * eps
+        ab = self._ab(self.check_t(t))
+        return self.coef(ab.sqrt(), x0) * x0 + self.coef((1 - ab).sqrt(), x0) * eps
 
-    def q_step(self, x_prev: torch.Tensor, t, eps: torch.Tensor) -> torch.Tensor:
+    def q_step(self, x_prev: torch.Tensor, t: Timestep, eps: torch.Tensor) -> torch.Tensor:
         """One forward step, seed 000 eq. 1 *corrected* (Ho eq. 2):
 
             q(x_t | x_{t-1}) = N(√(1 - β_t) · x_{t-1}, β_t · I)
@@ -169,26 +192,40 @@ class Diffusion:
         Iterating it for s = 0, 1, …, t from the clean x0 gives x_t with the same law as
         ``q_sample(x0, t, ·)``: mean √ᾱ_t·x0 and variance 1 - ᾱ_t.
         """
-        beta = self.betas[self._t(t)]
-        return self._bc((1 - beta).sqrt(), x_prev) * x_prev + self._bc(beta.sqrt(), x_prev) * eps
+        beta = self.betas[self.check_t(t)]
+        return self.coef((1 - beta).sqrt(), x_prev) * x_prev + self.coef(beta.sqrt(), x_prev) * eps
+
+    def q_jump(self, x_prev: torch.Tensor, t: Timestep, t_prev: Timestep, eps: torch.Tensor) -> torch.Tensor:
+        """Forward jump between two timesteps t_prev < t (RePaint's "undo" on a respaced grid):
+
+            q(x_t | x_{t_prev}) = N(√(ᾱ_t/ᾱ_{t_prev}) · x_{t_prev}, (1 - ᾱ_t/ᾱ_{t_prev}) · I)
+
+        For t_prev = t - 1 it is exactly one forward step :meth:`q_step` (β_t); t_prev < 0 means clean (ᾱ = 1).
+        """
+        tt = self.check_t(t)
+        tp = self._t_prev(tt, t_prev)
+        if bool((tp == tt - 1).all()):
+            return self.q_step(x_prev, tt, eps)
+        ratio = self._ab(tt) / self._ab(tp)
+        return self.coef(ratio.sqrt(), x_prev) * x_prev + self.coef((1 - ratio).sqrt(), x_prev) * eps
 
     # ---- ε ↔ x0 ------------------------------------------------------------------------------
-    def x0_from_eps(self, x_t: torch.Tensor, t, eps: torch.Tensor) -> torch.Tensor:
+    def x0_from_eps(self, x_t: torch.Tensor, t: Timestep, eps: torch.Tensor) -> torch.Tensor:
         """Seed 000 eq. 5 / eq. 9 (Ho eq. 4 solved for x0; DDIM eq. 12's "predicted x0"):
 
             x̂0 = (x_t - √(1 - ᾱ_t) · ε_θ) / √ᾱ_t
         """
-        ab = self._ab(self._t(t))
-        return (x_t - self._bc((1 - ab).sqrt(), x_t) * eps) / self._bc(ab.sqrt(), x_t)
+        ab = self._ab(self.check_t(t))
+        return (x_t - self.coef((1 - ab).sqrt(), x_t) * eps) / self.coef(ab.sqrt(), x_t)
 
-    def eps_from_x0(self, x_t: torch.Tensor, t, x0: torch.Tensor) -> torch.Tensor:
+    def eps_from_x0(self, x_t: torch.Tensor, t: Timestep, x0: torch.Tensor) -> torch.Tensor:
         """Eq. 3 solved for the noise:  ε = (x_t - √ᾱ_t · x0) / √(1 - ᾱ_t)."""
-        ab = self._ab(self._t(t))
-        return (x_t - self._bc(ab.sqrt(), x_t) * x0) / self._bc((1 - ab).sqrt(), x_t)
+        ab = self._ab(self.check_t(t))
+        return (x_t - self.coef(ab.sqrt(), x_t) * x0) / self.coef((1 - ab).sqrt(), x_t)
 
-    def log_snr(self, t) -> torch.Tensor:
+    def log_snr(self, t: Timestep) -> torch.Tensor:
         """log SNR(t) = log(ᾱ_t / (1 - ᾱ_t))  (float64, one value per t)."""
-        ab = self._ab(self._t(t))
+        ab = self._ab(self.check_t(t))
         return torch.log(ab / (1 - ab))
 
     # ---- reverse process ---------------------------------------------------------------------
@@ -202,7 +239,8 @@ class Diffusion:
         var = (1 - ab_prev) / (1 - ab_t) * beta_t
         return coef_x0, coef_xt, var
 
-    def posterior(self, x0: torch.Tensor, x_t: torch.Tensor, t, t_prev=None):
+    def posterior(self, x0: torch.Tensor, x_t: torch.Tensor, t: Timestep, t_prev: Timestep | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """q(x_{t_prev} | x_t, x0) = N(μ̃, β̃) — seed 000 eq. 6 corrected, Ho eqs. 6-7:
 
             μ̃ = √ᾱ_{t-1} β_t / (1 - ᾱ_t) · x0  +  √α_t (1 - ᾱ_{t-1}) / (1 - ᾱ_t) · x_t
@@ -215,50 +253,53 @@ class Diffusion:
         Returns ``(mean, variance, log_variance)``; variance and log_variance are shaped to
         broadcast against x_t (in its dtype); log_variance uses max(β̃, 1e-20) (diffusers' clamp).
         """
-        t = self._t(t)
+        t = self.check_t(t)
         coef_x0, coef_xt, var = self._posterior_coefs(t, self._t_prev(t, t_prev))
-        mean = self._bc(coef_x0, x_t) * x0 + self._bc(coef_xt, x_t) * x_t
-        return mean, self._bc(var, x_t), self._bc(var.clamp(min=1e-20).log(), x_t)
+        mean = self.coef(coef_x0, x_t) * x0 + self.coef(coef_xt, x_t) * x_t
+        return mean, self.coef(var, x_t), self.coef(var.clamp(min=1e-20).log(), x_t)
 
-    def ddpm_step(self, eps_theta: torch.Tensor, t, x_t: torch.Tensor, noise: torch.Tensor | None,
-                  t_prev=None, clip_x0: bool = True) -> Step:
+    def ddpm_step(self, eps_theta: torch.Tensor, t: Timestep, x_t: torch.Tensor, *, t_prev: Timestep | None = None,
+                  noise: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                  clip_x0: bool = True) -> Step:
         """One ancestral DDPM step x_t → x_{t_prev} (seed 000 eqs. 4-6 corrected; Ho Alg. 2):
 
             x̂0      = (x_t - √(1 - ᾱ_t) ε_θ) / √ᾱ_t            (eq. 5), clamped to [-1, 1] if clip_x0
             x_{t-1} = μ̃(x̂0, x_t) + σ_t · z,  σ_t² = β̃_t       (eq. 6 corrected, "fixed_small")
 
         ``t_prev`` defaults to t - 1; for respaced chains pass the next grid timestep (see
-        :meth:`prev_timestep`).  At the last step (t_prev < 0, i.e. t = 0 unrespaced) σ = 0 and
-        no noise is added; ``noise`` may then be None.  Matches
-        ``DDPMScheduler(variance_type="fixed_small", clip_sample=clip_x0).step``.
+        :meth:`prev_timestep`).  z is ``noise``, or else drawn from ``generator`` (:func:`randn`,
+        in x_t's dtype).  At the last step (t_prev < 0, i.e. t = 0 unrespaced) σ = 0, no noise is
+        added and none is drawn.  Matches ``DDPMScheduler(variance_type="fixed_small",
+        clip_sample=clip_x0).step``.
         """
-        tt = self._t(t)
+        tt = self.check_t(t)
         tp = self._t_prev(tt, t_prev)
         x0_hat = self.x0_from_eps(x_t, tt, eps_theta)
         if clip_x0:
             x0_hat = x0_hat.clamp(-1, 1)
         coef_x0, coef_xt, var = self._posterior_coefs(tt, tp)
-        mean = self._bc(coef_x0, x_t) * x0_hat + self._bc(coef_xt, x_t) * x_t
+        mean = self.coef(coef_x0, x_t) * x0_hat + self.coef(coef_xt, x_t) * x_t
         if bool((tp < 0).all()):
             return Step(mean, x0_hat)
-        if noise is None:
-            raise ValueError("noise is required for a DDPM step with t_prev >= 0")
-        return Step(mean + self._bc(var.sqrt(), x_t) * noise, x0_hat)
+        noise = noise_like(x_t, noise, generator, like="x_t", needed_for="a DDPM step with t_prev >= 0")
+        return Step(mean + self.coef(var.sqrt(), x_t) * noise, x0_hat)
 
-    def ddim_sigma(self, t, t_prev, eta: float) -> torch.Tensor:
+    def ddim_sigma(self, t: Timestep, t_prev: Timestep, eta: float) -> torch.Tensor:
         """Seed 000 eq. 7 (DDIM eq. 16), float64, one value per t:
 
             σ_t = η · √((1 - ᾱ_{t_prev}) / (1 - ᾱ_t)) · √(1 - ᾱ_t / ᾱ_{t_prev})
 
         η = 1 gives σ_t² = β̃_t (DDPM's posterior variance); η = 0 is deterministic DDIM.
         """
-        t = self._t(t)
+        eta = check_float("eta", eta, 0.0, 1.0)
+        t = self.check_t(t)
         t_prev = self._t_prev(t, t_prev)
         ab_t, ab_prev = self._ab(t), self._ab(t_prev)
         return eta * ((1 - ab_prev) / (1 - ab_t)).sqrt() * (1 - ab_t / ab_prev).sqrt()
 
-    def ddim_step(self, eps_theta: torch.Tensor, t, t_prev, x_t: torch.Tensor, eta: float = 0.0,
-                  noise: torch.Tensor | None = None, clip_x0: bool = True) -> Step:
+    def ddim_step(self, eps_theta: torch.Tensor, t: Timestep, x_t: torch.Tensor, *, t_prev: Timestep, eta: float = 0.0,
+                  noise: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                  clip_x0: bool = True) -> Step:
         """One DDIM step x_t → x_{t_prev}, seed 000 eqs. 7-10 (DDIM eq. 12):
 
             σ_t     = η · √((1-ᾱ_prev)/(1-ᾱ_t)) · √(1 - ᾱ_t/ᾱ_prev)                       (eq. 7)
@@ -268,22 +309,20 @@ class Diffusion:
         ᾱ_prev = 1 when t_prev < 0 (diffusers ``set_alpha_to_one=True``), so the last step returns x̂0.
         As diffusers' ``DDIMScheduler.step`` by default (``use_clipped_model_output=False``), the
         direction term uses the model's ε_θ, *not* an ε recomputed from the clipped x̂0.
-        ``noise`` (z) is needed only when η > 0.  η must lie in [0, 1].
+        z is needed only when η > 0: ``noise``, or else drawn from ``generator``.  η must lie in [0, 1].
         """
-        if not 0.0 <= eta <= 1.0:
-            raise ValueError(f"eta must be in [0, 1], got {eta!r}")
-        tt = self._t(t)
+        eta = check_float("eta", eta, 0.0, 1.0)
+        tt = self.check_t(t)
         tp = self._t_prev(tt, t_prev)
         ab_prev = self._ab(tp)
         sigma = self.ddim_sigma(tt, tp, eta)
         x0_hat = self.x0_from_eps(x_t, tt, eps_theta)
         if clip_x0:
             x0_hat = x0_hat.clamp(-1, 1)
-        x_prev = self._bc(ab_prev.sqrt(), x_t) * x0_hat + self._bc((1 - ab_prev - sigma**2).sqrt(), x_t) * eps_theta
+        x_prev = self.coef(ab_prev.sqrt(), x_t) * x0_hat + self.coef((1 - ab_prev - sigma**2).sqrt(), x_t) * eps_theta
         if eta > 0:
-            if noise is None:
-                raise ValueError("noise is required for a DDIM step with eta > 0")
-            x_prev = x_prev + self._bc(sigma, x_t) * noise
+            noise = noise_like(x_t, noise, generator, like="x_t", needed_for="a DDIM step with eta > 0")
+            x_prev = x_prev + self.coef(sigma, x_t) * noise
         return Step(x_prev, x0_hat)
 
     # ---- respacing -----------------------------------------------------------------------------
@@ -304,10 +343,8 @@ class Diffusion:
         (meaning "clean", ᾱ = 1) past the end.  This is diffusers' DDIM ``prev_timestep``."""
         return max(int(t) - self._step_ratio(num_steps), -1)
 
-    def _step_ratio(self, num_steps) -> int:
-        if not isinstance(num_steps, int) or not 1 <= num_steps <= self.T:
-            raise ValueError(f"num_steps must be an int in [1, T={self.T}], got {num_steps!r}")
-        return self.T // num_steps
+    def _step_ratio(self, num_steps: int) -> int:
+        return self.T // check_int("num_steps", num_steps, 1, self.T)
 
 
 # --------------------------------------------------------------------------------------------
@@ -321,13 +358,11 @@ def reverse_pairs(t: int, num_steps: int | None = None) -> list[tuple[int, int]]
     DDIM-30 — can be respaced; the step between grid points is the exact posterior
     q(x_{s_prev} | x_s, x̂0) (Ho eqs. 6–7, ``ddpm_step(..., t_prev=s_prev)``) or a DDIM step.
     """
-    if isinstance(t, bool) or not isinstance(t, int) or t < 0:
-        raise ValueError(f"t must be an int >= 0, got {t!r}")
+    t = check_int("t", t, 0)
     if num_steps is None:
         pts = list(range(t, -1, -1))
     else:
-        if isinstance(num_steps, bool) or not isinstance(num_steps, int) or not 1 <= num_steps <= t + 1:
-            raise ValueError(f"num_steps must be None or an int in [1, t+1={t + 1}], got {num_steps!r}")
+        num_steps = check_int("num_steps", num_steps, 1, t + 1)
         if num_steps == 1:
             pts = [t]
         else:
@@ -335,20 +370,55 @@ def reverse_pairs(t: int, num_steps: int | None = None) -> list[tuple[int, int]]
     return list(zip(pts, pts[1:] + [-1]))
 
 
-def eps_fn(unet) -> EpsModel:
-    """Adapter: a diffusers ``UNet2DModel`` → ``eps_theta(x_t, t) = unet(x_t, t).sample``."""
+def size_multiple(unet: torch.nn.Module) -> int:
+    """A diffusers ``UNet2DModel``'s total down-sampling 2^(levels − 1) (every level but the last halves
+    H and W): image height and width must be multiples of it."""
+    return 2 ** (len(unet.config.block_out_channels) - 1)
+
+
+def eps_fn(unet: torch.nn.Module) -> EpsModel:
+    """Adapter: a diffusers ``UNet2DModel`` → ``eps_theta(x_t, t) = unet(x_t, t).sample``.
+
+    Every call first checks that H and W are multiples of :func:`size_multiple` (a ``ValueError``
+    saying how to resize, instead of a shape error deep inside diffusers); plain Python, no host sync.
+    """
+    multiple = size_multiple(unet) if hasattr(getattr(unet, "config", None), "block_out_channels") else 1
+
     def eps_theta(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if multiple > 1:
+            check_size_multiple("the input images", x_t, multiple)
         return unet(x_t, t).sample
     return eps_theta
 
 
-def _randn(shape, generator: torch.Generator, device) -> torch.Tensor:
-    # Like diffusers' randn_tensor: draw on the generator's device, then move.
-    return torch.randn(shape, generator=generator, device=generator.device, dtype=torch.float32).to(device)
+def randn(shape: tuple[int, ...] | torch.Size, generator: torch.Generator,
+          device: torch.device | str | None = None) -> torch.Tensor:
+    """ε ~ N(0, I), float32, drawn on ``generator``'s device and then moved to ``device`` (default: stay) —
+    diffusers' ``randn_tensor`` rule, so a CPU generator gives the same numbers on every device."""
+    x = torch.randn(shape, generator=generator, device=generator.device, dtype=torch.float32)
+    return x if device is None else x.to(device)
 
 
-def _t_batch(t: int, n: int, device) -> torch.Tensor:
-    return torch.full((n,), t, dtype=torch.long, device=device)
+def noise_like(x: torch.Tensor, noise: torch.Tensor | None = None, generator: torch.Generator | None = None, *,
+               name: str = "noise", like: str = "x", needed_for: str = "") -> torch.Tensor:
+    """``noise`` (checked to have x's shape), or else ε ~ N(0, I) shaped like x drawn from ``generator``
+    (:func:`randn`, then cast to x's dtype) — the rule of every function here that takes both."""
+    if noise is not None:
+        return check_shape(name, noise, x.shape, like=like)
+    if generator is None:
+        why = f" for {needed_for}" if needed_for else ""
+        raise ValueError(f"{name} or a generator to draw it from is required{why}; pass {name}=... or "
+                         "generator=torch.Generator().manual_seed(...)")
+    check_generator("generator", generator)
+    return randn(x.shape, generator, x.device).to(x.dtype)
+
+
+def t_batch(t: int | torch.Tensor, n: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """The timestep argument of an ε-model: an (n,) long tensor on ``device`` — an int (or a 1-element
+    tensor) repeated n times, or a per-sample tensor of length n as it is."""
+    if isinstance(t, torch.Tensor) and t.numel() != 1:
+        return t.reshape(-1).to(device=device, dtype=torch.long)
+    return torch.full((n,), int(t), dtype=torch.long, device=device)
 
 
 def _hybrid_plan(diffusion: Diffusion, num_steps: int, switch_t: int) -> list[tuple[int, int, str]]:
@@ -368,28 +438,39 @@ def _hybrid_plan(diffusion: Diffusion, num_steps: int, switch_t: int) -> list[tu
 
 
 @torch.no_grad()
-def _run(model: EpsModel, shape, diffusion: Diffusion, plan, generator: torch.Generator,
-         eta: float, clip_x0: bool, progress: bool, device, desc: str):
-    """Shared loop.  Noise order (fixed by ``generator``): x_T first, then per step
-    z for a DDPM step with t_prev >= 0, or for a DDIM step when η > 0 (diffusers' order)."""
-    device = torch.device(device) if device is not None else generator.device
-    x = _randn(shape, generator, device)
+def _run(eps_theta: EpsModel, x: torch.Tensor, diffusion: Diffusion, plan, generator: torch.Generator,
+         eta: float, clip_x0: bool, progress: bool, desc: str):
+    """Shared reverse loop from x over ``plan`` ((t, t_prev, kind) per model call).  Noise order (fixed by
+    ``generator``): per step z for a DDPM step with t_prev >= 0, or for a DDIM step when η > 0
+    (diffusers' order; the steps draw it)."""
     steps = []
     for t, t_prev, kind in tqdm(plan, desc=desc, disable=not progress, leave=False):
-        eps = model(x, _t_batch(t, shape[0], device))
+        eps = eps_theta(x, t_batch(t, x.shape[0], x.device))
         if kind == "ddpm":
-            z = _randn(shape, generator, device) if t_prev >= 0 else None
-            x = diffusion.ddpm_step(eps, t, x, z, t_prev=t_prev, clip_x0=clip_x0).x_prev
+            x = diffusion.ddpm_step(eps, t, x, t_prev=t_prev, generator=generator, clip_x0=clip_x0).x_prev
         else:
-            z = _randn(shape, generator, device) if eta > 0 else None
-            x = diffusion.ddim_step(eps, t, t_prev, x, eta=eta, noise=z, clip_x0=clip_x0).x_prev
+            x = diffusion.ddim_step(eps, t, x, t_prev=t_prev, eta=eta, generator=generator, clip_x0=clip_x0).x_prev
         steps.append((t, kind))
     return x, steps
 
 
-def sample_ddpm(model: EpsModel, shape, diffusion: Diffusion, generator: torch.Generator,
-                num_steps: int | None = None, clip_x0: bool = True, progress: bool = False, device=None):
-    """Ancestral DDPM sampling (Ho Alg. 2; seed 000 eqs. 4-6 corrected).
+def _sample(eps_theta: EpsModel, shape, plan, diffusion: Diffusion, generator: torch.Generator, eta: float,
+            clip_x0: bool, progress: bool, device, desc: str):
+    """x_T ~ N(0, I) (the first draw from ``generator``), then :func:`_run`."""
+    shape = tuple(check_int(f"shape[{i}]", n, 1) for i, n in enumerate(shape))
+    if len(shape) != 4:
+        raise ValueError(f"shape must be (N, C, H, W), got {shape}")
+    check_generator("generator", generator)
+    device = torch.device(device) if device is not None else generator.device
+    return _run(eps_theta, randn(shape, generator, device), diffusion, plan, generator, eta, clip_x0, progress,
+                desc)
+
+
+def sample_ddpm(eps_theta: EpsModel, shape: tuple[int, int, int, int], diffusion: Diffusion, *,
+                generator: torch.Generator, num_steps: int | None = None, clip_x0: bool = True,
+                progress: bool = False, device: torch.device | str | None = None
+                ) -> tuple[torch.Tensor, list[tuple[int, str]]]:
+    """Ancestral DDPM sampling x_T → x_0 (Ho Alg. 2; seed 000 eqs. 4-6 corrected).
 
     ``num_steps=None`` runs all T steps T-1, …, 0; otherwise the respaced grid
     ``diffusion.timesteps(num_steps)`` with the posterior between grid points
@@ -404,22 +485,26 @@ def sample_ddpm(model: EpsModel, shape, diffusion: Diffusion, generator: torch.G
         plan = [(t, t - 1, "ddpm") for t in range(diffusion.T - 1, -1, -1)]
     else:
         plan = [(t, diffusion.prev_timestep(t, num_steps), "ddpm") for t in diffusion.timesteps(num_steps)]
-    return _run(model, shape, diffusion, plan, generator, 0.0, clip_x0, progress, device, "DDPM")
+    return _sample(eps_theta, shape, plan, diffusion, generator, 0.0, clip_x0, progress, device, "DDPM")
 
 
-def sample_ddim(model: EpsModel, shape, diffusion: Diffusion, num_steps: int, eta: float,
-                generator: torch.Generator, clip_x0: bool = True, progress: bool = False, device=None):
-    """DDIM sampling (Song et al. eq. 12; seed 000 eqs. 7-10) on ``diffusion.timesteps(num_steps)``.
+def sample_ddim(eps_theta: EpsModel, shape: tuple[int, int, int, int], diffusion: Diffusion, *, num_steps: int,
+                eta: float = 0.0, generator: torch.Generator, clip_x0: bool = True, progress: bool = False,
+                device: torch.device | str | None = None) -> tuple[torch.Tensor, list[tuple[int, str]]]:
+    """DDIM sampling (Song et al. eq. 12; seed 000 eqs. 7-10) on ``diffusion.timesteps(num_steps)``,
+    η ∈ [0, 1] (0 = deterministic DDIM, 1 = DDPM's variance).
 
     Returns ``(x0, steps)`` with ``steps`` the list of ``(t, "ddim")``.
     """
+    eta = check_float("eta", eta, 0.0, 1.0)
     plan = [(t, diffusion.prev_timestep(t, num_steps), "ddim") for t in diffusion.timesteps(num_steps)]
-    return _run(model, shape, diffusion, plan, generator, eta, clip_x0, progress, device, "DDIM")
+    return _sample(eps_theta, shape, plan, diffusion, generator, eta, clip_x0, progress, device, "DDIM")
 
 
-def sample_hybrid(model: EpsModel, shape, diffusion: Diffusion, num_steps: int, switch_t: int,
-                  eta: float = 0.0, generator: torch.Generator | None = None, clip_x0: bool = True,
-                  progress: bool = False, device=None):
+def sample_hybrid(eps_theta: EpsModel, shape: tuple[int, int, int, int], diffusion: Diffusion, *,
+                  num_steps: int, switch_t: int, eta: float = 0.0, generator: torch.Generator,
+                  clip_x0: bool = True, progress: bool = False, device: torch.device | str | None = None
+                  ) -> tuple[torch.Tensor, list[tuple[int, str]]]:
     """Seed 000 §3.2's hybrid: "when time T is close to zero, we use DDPM instead of DDIM".
 
     Exact schedule:
@@ -427,32 +512,86 @@ def sample_hybrid(model: EpsModel, shape, diffusion: Diffusion, num_steps: int, 
          t > switch_t, each to the next grid point — except that a step whose next grid point would
          be <= switch_t lands on switch_t itself;
       2. then DDPM ancestral single steps switch_t, switch_t-1, …, 0 (if switch_t lies above the
-         first grid point, DDPM starts at min(switch_t, T-1) directly from x_T).
+         first grid point, DDPM starts at switch_t directly from x_T).
     So every t <= switch_t gets its own DDPM step and the chain ends at t = 0.
-    ``switch_t < 0`` is exactly ``sample_ddim``; ``switch_t >= T-1`` is exactly ``sample_ddpm``
+    ``switch_t`` ∈ [-1, T-1]: -1 is exactly ``sample_ddim``; T-1 is exactly ``sample_ddpm``
     with all T steps (same noise draws from ``generator``).
-    Model calls = #DDIM steps + min(switch_t, T-1) + 1.
+    Model calls = #DDIM steps + switch_t + 1.
 
     Returns ``(x0, steps)`` with ``steps`` the list of ``(t, "ddim" | "ddpm")``.
     """
-    if generator is None:
-        raise ValueError("generator is required (all noise is drawn from it)")
-    if not isinstance(switch_t, int):
-        raise ValueError(f"switch_t must be an int, got {switch_t!r}")
+    eta = check_float("eta", eta, 0.0, 1.0)
+    switch_t = check_int("switch_t", switch_t, -1, diffusion.T - 1)
+    diffusion.timesteps(num_steps)  # checks num_steps before anything else
     plan = _hybrid_plan(diffusion, num_steps, switch_t)
-    return _run(model, shape, diffusion, plan, generator, eta, clip_x0, progress, device, "hybrid")
+    return _sample(eps_theta, shape, plan, diffusion, generator, eta, clip_x0, progress, device, "hybrid")
+
+
+# --------------------------------------------------------------------------------------------
+# Reconstructions from a clean image x0 (anomaly detection: noise it, denoise it back)
+# --------------------------------------------------------------------------------------------
+def _noised(x0: torch.Tensor, diffusion: Diffusion, t, noise: torch.Tensor | None,
+            generator: torch.Generator | None) -> torch.Tensor:
+    """Checked x_t = √ᾱ_t x0 + √(1-ᾱ_t) ε (eq. 3), ε = ``noise`` or the first draw from ``generator``."""
+    check_images("x0", x0)
+    return diffusion.q_sample(x0, t, noise_like(x0, noise, generator, like="x0"))
 
 
 @torch.no_grad()
-def predict_x0_one_step(model: EpsModel, x0: torch.Tensor, t, eps: torch.Tensor, diffusion: Diffusion,
+def predict_x0_one_step(eps_theta: EpsModel, x0: torch.Tensor, diffusion: Diffusion, t: Timestep, *,
+                        noise: torch.Tensor | None = None, generator: torch.Generator | None = None,
                         clip_x0: bool = False) -> torch.Tensor:
-    """One-step reconstruction: x_t = eq. 3(x0, ε), then x̂0 = eq. 5(x_t, ε_θ(x_t, t)).
+    """One-step reconstruction: x_t = eq. 3(x0, ε), then x̂0 = (x_t − √(1−ᾱ_t) ε_θ(x_t, t)) / √ᾱ_t (eq. 5).
 
-    The reconstruction DiffusionAD's observation 1 rests on; exact (x̂0 = x0) when ε_θ = ε.
-    ``t`` may be an int or a per-sample long tensor.
+    The reconstruction DiffusionAD's observation 1 rests on (its eq. 6, with ``clip_x0=True`` as in the
+    authors' code); exact (x̂0 = x0) when ε_θ = ε.  ``t`` may be an int or a per-sample long tensor;
+    ε is ``noise`` or drawn from ``generator``.
     """
-    tt = diffusion._t(t)
-    x_t = diffusion.q_sample(x0, tt, eps)
-    t_batch = tt.to(x0.device).expand(x0.shape[0]) if len(tt) == 1 else tt.to(x0.device)
-    x0_hat = diffusion.x0_from_eps(x_t, tt, model(x_t, t_batch))
+    tt = diffusion.check_t(t)
+    if len(tt) not in (1, len(x0)):
+        raise ValueError(f"t must be an int or one timestep per image ({len(x0)}), got {len(tt)} timesteps")
+    x_t = _noised(x0, diffusion, tt, noise, generator)
+    x0_hat = diffusion.x0_from_eps(x_t, tt, eps_theta(x_t, t_batch(tt, x0.shape[0], x0.device)))
     return x0_hat.clamp(-1, 1) if clip_x0 else x0_hat
+
+
+@torch.no_grad()
+def denoise_from(eps_theta: EpsModel, x0: torch.Tensor, diffusion: Diffusion, t: int, *,
+                 generator: torch.Generator, noise: torch.Tensor | None = None, num_steps: int | None = None,
+                 clip_x0: bool = True, progress: bool = False) -> torch.Tensor:
+    """Noise x0 to t, then ancestral DDPM back to a clean image (seed 002 ch. 3's "basic DDPM
+    denoising"; DiffusionAD Table VII's "Iterative-t"):
+
+        x_t = √ᾱ_t · x0 + √(1 - ᾱ_t) · ε                                  (eq. 3)
+        x_{s_prev} = μ̃(x̂0(x_s, ε_θ(x_s, s)), x_s) + σ_s z,  (s, s_prev) ∈ reverse_pairs(t, num_steps)
+
+    and returns x̂ = x_{-1} (= the last x̂0, so in [-1, 1] with ``clip_x0``).  Each step is
+    :meth:`Diffusion.ddpm_step` (Ho Alg. 2; no noise at the last step).  Noise order from
+    ``generator``: ε (unless ``noise`` is given), then one z per step with s_prev ≥ 0.
+    Model calls: t + 1, or ``num_steps`` respaced steps (the exact posterior between grid points).
+    """
+    t = check_int("t", t, 0, diffusion.T - 1)
+    check_generator("generator", generator)
+    plan = [(s, s_prev, "ddpm") for s, s_prev in reverse_pairs(t, num_steps)]
+    x_t = _noised(x0, diffusion, t, noise, generator)
+    return _run(eps_theta, x_t, diffusion, plan, generator, 0.0, clip_x0, progress, "denoise")[0]
+
+
+@torch.no_grad()
+def ddim_from(eps_theta: EpsModel, x0: torch.Tensor, diffusion: Diffusion, t: int, *,
+              noise: torch.Tensor | None = None, generator: torch.Generator | None = None,
+              num_steps: int | None = None, eta: float = 0.0, clip_x0: bool = True,
+              progress: bool = False) -> torch.Tensor:
+    """Noise x0 to t (eq. 3), then DDIM steps (seed 000 eq. 10; η = 0: deterministic) back to a clean
+    image over ``reverse_pairs(t, num_steps)`` — DiffusionAD Table VII's "DDIM-30" with num_steps = 30.
+
+    Returns x̂ = x_{-1} (= the last x̂0).  Noise from ``generator``: ε unless ``noise`` is given, and one
+    z per step when η > 0.
+    """
+    t = check_int("t", t, 0, diffusion.T - 1)
+    eta = check_float("eta", eta, 0.0, 1.0)
+    if generator is not None or eta > 0:
+        check_generator("generator", generator)
+    plan = [(s, s_prev, "ddim") for s, s_prev in reverse_pairs(t, num_steps)]
+    x_t = _noised(x0, diffusion, t, noise, generator)
+    return _run(eps_theta, x_t, diffusion, plan, generator, eta, clip_x0, progress, "DDIM")[0]

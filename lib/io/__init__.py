@@ -1,1 +1,3 @@
-"""I/O layer: checkpoints with manifests, the one training loop, the command-line builder."""
+"""I/O layer: ``checkpoints`` (atomic saves, manifests, sha256, float16 export, ``weights_only`` loading, what kind
+of model a file holds, the resume check), ``training`` (the one training loop, on HF accelerate; ``pretrained``
+lookup), ``cli`` (config dataclasses ⇄ command-line options)."""

@@ -1,48 +1,54 @@
-"""Training loop for ε-prediction DDPMs, atomic checkpoints and manifests.
+"""Training an ε-prediction DDPM (Ho et al. 2020), its committed checkpoints and its command line.
 
 The loss is the simple DDPM objective (Ho et al. 2020, eq. 14; seed 000 §3.1):
 
     L = E_{x0, t ~ U{0..T-1}, ε ~ N(0, I)} || ε − ε_θ( √ᾱ_t x0 + √(1−ᾱ_t) ε , t ) ||²
 
-Everything random (batch indices, t, ε) is drawn from one seeded ``torch.Generator``
-whose state is saved in the checkpoint, so a run that is stopped and resumed ends
-with the same weights as one that was never interrupted (tested).
+with an EMA of the weights (decay 0.999) as the exported model. The loop, resume, manifests and
+multi-process runs are :class:`lib.io.training.Trainer`'s: this module holds only the loss.
 
-Two files, each written atomically (temporary file + ``os.replace``) with a manifest
-``<name>.json`` beside it (command, config, seed, data fingerprint, git commit, sha256):
+Files: the resumable state ``build/train/<name>.pt`` and, at the end, the exported EMA weights
+``data/checkpoints/<name>.pt`` (the small file the notebooks load), each with a manifest.
 
-* the resumable state ``build/train/<name>.pt`` (weights, EMA, optimizer, generator);
-* at the end, the exported EMA weights ``data/checkpoints/<name>.pt`` — the small
-  file the notebooks load and the repository commits.
+Command line (the manifests of the committed checkpoints record theirs)::
 
-Command line (what the committed checkpoints were made with)::
+    python -m lib.methods.ddpm --category gravel --image-size 64 --steps 12000 --name ddpm_tiny_gravel64
+    accelerate launch --multi_gpu --num_processes 4 -m lib.methods.ddpm ...     # the same run on 4 GPUs
 
-    python -m lib.methods.ddpm --category gravel --image-size 64 --name ddpm_tiny_gravel64
+Notebooks load the committed ones with :func:`pretrained` (``profile`` in :data:`PROFILES`).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
-from tqdm.auto import tqdm
+import torch.nn.functional as F
 
-from ..core.diffusion import Diffusion, make_betas
+from ..core.checks import check_choice, check_float, check_images, check_int, check_multiple
 from ..core.device import pick_device
+from ..core.diffusion import SCHEDULES, Diffusion, make_betas
 from ..core.nets import UNET_PRESETS, unet
-from ..io.checkpoints import open_checkpoint, resume_state, save_atomic, write_manifest
-from ..core.paths import CHECKPOINTS, TRAIN_STATE
+from ..core.paths import CHECKPOINTS
+from ..io.checkpoints import CheckpointKind, checkpoint_path, half_precision, open_checkpoint, register_kind
+from ..io.cli import (add_config_arguments, add_training_arguments, cli_main, command_line, config_argv,
+                      config_from_args)
+from ..io.training import Trainer, find_or_train, training_time
 
-__all__ = ["TrainConfig", "train_ddpm", "load_checkpoint"]
+__all__ = ["TrainConfig", "train_ddpm", "load_ddpm", "DDPMModel", "Profile", "PROFILES", "checkpoint_name",
+           "pretrained", "training_data", "parser", "run", "main"]
+
+MODULE = "lib.methods.ddpm"
 
 
 @dataclass
 class TrainConfig:
+    """DDPM training settings (Ho et al. 2020; the kit's tiny/small/paper UNet presets)."""
+
     preset: str = "tiny"
     image_size: int = 64
     schedule: str = "linear"
@@ -54,152 +60,209 @@ class TrainConfig:
     ckpt_every: int = 500
     ema_decay: float = 0.999
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> None:
-        if self.preset not in UNET_PRESETS:
-            raise ValueError(f"preset={self.preset!r} is unknown; choose one of {sorted(UNET_PRESETS)}")
-        for name in ("steps", "batch_size", "T", "ckpt_every", "image_size"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name}={getattr(self, name)} must be a positive integer")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay={self.ema_decay} must be in [0, 1)")
+        """Range checks (``ValueError`` naming the field, its value and the valid range)."""
+        check_choice("preset", self.preset, sorted(UNET_PRESETS))
+        check_choice("schedule", self.schedule, SCHEDULES)
+        for name in ("steps", "batch_size", "T", "ckpt_every"):
+            check_int(name, getattr(self, name), 1)
+        check_int("seed", self.seed, 0)
+        check_float("lr", self.lr, 0.0, lo_open=True)
+        check_float("ema_decay", self.ema_decay, 0.0, 1.0, hi_open=True)
+        levels = len(UNET_PRESETS[self.preset].block_out_channels)
+        check_multiple("image_size", self.image_size, 2 ** (levels - 1), f"the {self.preset!r} UNet down-samples "
+                       f"by 2^{levels - 1}")
 
 
-# ----------------------------------------------------------------------------- training
-def _build(cfg: TrainConfig, device: torch.device):
-    model = unet(cfg.preset, cfg.image_size).to(device)
-    ema = unet(cfg.preset, cfg.image_size).to(device)
+KIND = register_kind(CheckpointKind("ddpm", "a DDPM (ε-prediction UNet, EMA weights)", f"{MODULE}.load_ddpm",
+                                    TrainConfig, weights=("ema",)))
+
+
+class DDPMModel(NamedTuple):
+    """A trained DDPM: the UNet (EMA weights), its schedule, config, manifest and loss history."""
+
+    unet: torch.nn.Module
+    diffusion: Diffusion
+    config: TrainConfig
+    manifest: dict | None
+    losses: list[float]
+    path: Path
+
+
+# ----------------------------------------------------------------------------------------------
+# training
+# ----------------------------------------------------------------------------------------------
+def train_ddpm(images: torch.Tensor, cfg: TrainConfig, out: str | os.PathLike, *,
+               export: str | os.PathLike | None = None, device: str | torch.device | None = None,
+               data_fingerprint: str = "unknown", command: str | None = None, progress: bool = True,
+               stop_after: int | None = None, export_half: bool = False, extra: dict | None = None):
+    """Train an ε-prediction UNet on ``images`` (N×3×H×W in [−1, 1], H = W = ``cfg.image_size``), Ho eq. 14.
+
+    ``out`` is the resumable state: one with the same config and data is resumed (``steps`` may grow, which
+    extends a finished run: 0→a→b equals 0→b). When training completes, the EMA weights go to ``export``
+    (float16 with ``export_half``; :func:`load_ddpm` casts back). ``stop_after`` ends the run early (to test
+    resuming); ``extra`` goes into the manifests. Returns ``(model, ema, losses)``."""
+    cfg.validate()
+    images = check_images("images", images, channels=3)
+    if images.shape[-2:] != (cfg.image_size, cfg.image_size):
+        raise ValueError(f"images must be N×3×{cfg.image_size}×{cfg.image_size} (cfg.image_size) in [-1, 1]; got "
+                         f"{tuple(images.shape)} — load them with lib.data at image_size={cfg.image_size}")
+    trainer = Trainer(cfg, out, data=(images,), device=device, data_fingerprint=data_fingerprint, command=command,
+                      progress=progress, desc="train DDPM", extra={"n_images": int(images.shape[0]), **(extra or {})})
+    dev, gen, B = trainer.device, trainer.generator, cfg.batch_size
+    alpha_bar = Diffusion(make_betas(cfg.schedule, cfg.T)).alpha_bar.to(device=dev, dtype=torch.float32)
+    model = unet(cfg.preset, cfg.image_size).to(dev)
+    ema = unet(cfg.preset, cfg.image_size).to(dev)
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    return model, ema, opt
 
-
-def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu", ema: bool = True,
-                    verify: bool = True):
-    """Load a trained UNet (EMA weights by default) and its :class:`Diffusion` from a checkpoint."""
-    state = open_checkpoint(path, "lib.methods.ddpm", verify)
-    cfg = TrainConfig(**state["config"])
-    model = unet(cfg.preset, cfg.image_size)
-    model.load_state_dict(state["ema" if ema or "model" not in state else "model"])
-    model.to(device).eval()
-    return model, Diffusion(make_betas(cfg.schedule, cfg.T)), cfg
-
-
-def train_ddpm(images: torch.Tensor, cfg: TrainConfig, out: str | os.PathLike, *,
-               export: str | os.PathLike | None = None,
-               device: str | torch.device | None = None, data_fingerprint: str = "unknown",
-               command: str | None = None, progress: bool = True, stop_after: int | None = None,
-               export_half: bool = False, extra: dict | None = None):
-    """Train an ε-prediction UNet on ``images`` (N×3×H×W in [−1, 1]).
-
-    ``out`` is the resumable checkpoint: an existing one with the same config is
-    resumed (``steps`` may be larger than before: that extends a finished run, and since
-    all randomness continues from the saved generator, 0→a→b equals 0→b). When training completes, the EMA weights go to ``export`` (if given).
-    ``stop_after`` ends the run early after that many steps (used to test resuming).
-    ``export_half`` stores the exported EMA weights as float16 (half the size in the repository;
-    :func:`load_checkpoint` loads them back into float32). ``extra`` goes into the manifests.
-    Returns ``(model, ema, losses)``.
-    """
-    cfg.validate()
-    device = pick_device(None if device is None else str(device))
-    out = Path(out)
-    if images.ndim != 4 or images.shape[1] != 3 or images.shape[-1] != cfg.image_size:
-        raise ValueError(f"images must be N×3×H×{cfg.image_size} in [-1, 1]; got "
-                         f"{tuple(images.shape)} — load them with lib.data and resize to image_size")
-    diffusion = Diffusion(make_betas(cfg.schedule, cfg.T))
-    alpha_bar = diffusion.alpha_bar.to(device=device, dtype=torch.float32)
-    torch.manual_seed(cfg.seed)  # weight init (and dropout); all sampling below uses `gen`
-    model, ema, opt = _build(cfg, device)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    step, losses = 0, []
-    state = resume_state(out, cfg)
-    if state is not None:
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["optimizer"])
-        gen.set_state(state["generator"])
-        step, losses = state["step"], state["losses"]
-
-    def save():
-        save_atomic({"config": asdict(cfg), "step": step, "losses": losses,
-                     "model": model.state_dict(), "ema": ema.state_dict(),
-                     "optimizer": opt.state_dict(), "generator": gen.get_state()}, out)
-        write_manifest(out, command=command or " ".join([sys.executable, *sys.argv]),
-                       config=asdict(cfg), seed=cfg.seed, data_fingerprint=data_fingerprint,
-                       extra={"step": step, "final": step >= cfg.steps,
-                              "n_images": int(images.shape[0]), **(extra or {})})
-
-    model.train()
-    end = cfg.steps if stop_after is None else min(cfg.steps, step + stop_after)
-    bar = tqdm(total=cfg.steps, initial=step, desc="train DDPM", disable=not progress)
-    t0 = time.perf_counter()
-    while step < end:
-        idx = torch.randint(0, images.shape[0], (cfg.batch_size,), generator=gen)
-        t = torch.randint(0, cfg.T, (cfg.batch_size,), generator=gen)
-        eps = torch.randn((cfg.batch_size, *images.shape[1:]), generator=gen)
-        x0 = images[idx].to(device)
-        t, eps = t.to(device), eps.to(device)
+    def loss(nets, shard):
+        idx = torch.randint(0, images.shape[0], (B,), generator=gen)      # the global batch ...
+        t = torch.randint(0, cfg.T, (B,), generator=gen)
+        eps = torch.randn((B, *images.shape[1:]), generator=gen)
+        rows = shard.rows(B)                                              # ... and this process's rows
+        x0, t, eps = images[idx[rows]].to(dev), t[rows].to(dev), eps[rows].to(dev)
         a = alpha_bar[t].view(-1, 1, 1, 1)
-        x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps
-        loss = torch.nn.functional.mse_loss(model(x_t, t).sample, eps)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        with torch.no_grad():
-            for pe, pm in zip(ema.parameters(), model.parameters()):
-                pe.lerp_(pm, 1 - cfg.ema_decay)
-        step += 1
-        losses.append(loss.item())
-        bar.update(1)
-        bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}")
-        if step % cfg.ckpt_every == 0 or step == end:
-            save()
-    bar.close()
-    if export is not None and step >= cfg.steps:
-        export = Path(export)
-        weights = {k: v.half() if export_half and v.is_floating_point() else v
-                   for k, v in ema.state_dict().items()}
-        save_atomic({"config": asdict(cfg), "step": step, "losses": losses, "ema": weights}, export)
-        write_manifest(export, command=command or " ".join([sys.executable, *sys.argv]),
-                       config=asdict(cfg), seed=cfg.seed, data_fingerprint=data_fingerprint,
-                       extra={"step": step, "final": True, "n_images": int(images.shape[0]),
-                              "weights": "EMA (decay %g)%s" % (cfg.ema_decay,
-                                                              ", stored as float16" if export_half else ""),
-                              **(extra or {})})
-    if progress:
-        print(f"trained to step {step}/{cfg.steps} in {time.perf_counter() - t0:.1f} s -> {out}")
+        x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps                        # Ho eq. 4
+        return {"loss": F.mse_loss(nets["model"](x_t, t).sample, eps)}   # Ho eq. 14
+
+    @torch.no_grad()
+    def ema_update():
+        for pe, pm in zip(ema.parameters(), model.parameters()):
+            pe.lerp_(pm, 1 - cfg.ema_decay)
+
+    history = trainer.fit(loss, {"model": model}, [{"params": model.parameters(), "lr": cfg.lr}], steps=cfg.steps,
+                          ckpt_every=cfg.ckpt_every, keep={"ema": ema}, after_step=ema_update, stop_after=stop_after)
+    losses = history.get("loss", [])
+    weights = half_precision(ema.state_dict()) if export_half else ema.state_dict()
+    trainer.export(export, KIND, {"config": asdict(cfg), "step": trainer.step, "losses": losses, "ema": weights},
+                   weights=f"EMA (decay {cfg.ema_decay:g}){', stored as float16' if export_half else ''}")
     return model, ema, losses
 
 
-def main(argv: list[str] | None = None) -> None:
+# ----------------------------------------------------------------------------------------------
+# loading
+# ----------------------------------------------------------------------------------------------
+def load_ddpm(path: str | os.PathLike, device: str | torch.device = "cpu", verify: bool = True) -> DDPMModel:
+    """A trained DDPM (EMA weights, float32) and its :class:`Diffusion` from an exported checkpoint."""
+    state, cfg, manifest = open_checkpoint(path, KIND, verify)
+    model = unet(cfg.preset, cfg.image_size)
+    model.load_state_dict(state["ema"])
+    return DDPMModel(model.to(device).eval(), Diffusion(make_betas(cfg.schedule, cfg.T)), cfg, manifest,
+                     list(state["losses"]), Path(path))
+
+
+# ----------------------------------------------------------------------------------------------
+# the committed checkpoints
+# ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Profile:
+    """How a committed DDPM checkpoint is trained: its config, the options that are not config fields, and
+    rough measured seconds per training step (the "how long" of a missing checkpoint; empty: not timed).
+    CPU figures: one thread of the kit's 2-core test machine; H100: the run that made the committed files."""
+
+    config: TrainConfig
+    val_fraction: float = 0.0
+    export_half: bool = False
+    seconds_per_step: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_float("val_fraction", self.val_fraction, 0.0, 1.0, hi_open=True)
+
+
+PROFILES: dict[str, Profile] = {
+    # notebook 01: the tiny DDPM, linear schedule (Ho et al.)
+    "quick": Profile(TrainConfig(preset="tiny", image_size=64, steps=12_000, batch_size=16),
+                     seconds_per_step={"on a 2-core CPU": 3.5}),
+    "paper": Profile(TrainConfig(preset="paper", image_size=256, steps=50_000, batch_size=16)),
+    # notebook 03: the thesis' DDPM (seed 002 §4.3), sigmoid schedule, 20 % of the train split held out
+    # for Algorithm 2's threshold map; "thesis-paper": 256², its UNet, batch 16, lr 2e-5, 6250 steps
+    # ≈ 500 epochs of an average MVTec class (200 images)
+    "thesis-quick": Profile(TrainConfig(preset="small", image_size=64, schedule="sigmoid", steps=3000, batch_size=32),
+                            val_fraction=0.2, export_half=True,
+                            seconds_per_step={"on a 2-core CPU": 10, "on an H100 shared by 12 trainings": 0.09}),
+    "thesis-paper": Profile(TrainConfig(preset="paper", image_size=256, schedule="sigmoid", steps=6250, batch_size=16,
+                                        lr=2e-5), val_fraction=0.2, export_half=True),
+}
+
+
+def checkpoint_name(category: str, profile: str = "quick", seed: int = 0) -> str:
+    """The naming rule of DDPM checkpoints: ``ddpm_<preset>[_<schedule> unless linear]_<category><size>``
+    and ``_seed<seed>`` for a seed other than 0, e.g. ``ddpm_tiny_gravel64``, ``ddpm_small_sigmoid_brick64``."""
+    cfg = PROFILES[check_choice("profile", profile, list(PROFILES))].config
+    schedule = "" if cfg.schedule == "linear" else f"_{cfg.schedule}"
+    return f"ddpm_{cfg.preset}{schedule}_{category}{cfg.image_size}" + (f"_seed{seed}" if seed else "")
+
+
+def pretrained(category: str, profile: str = "quick", *, data_root: str | os.PathLike | None = None, seed: int = 0,
+               retrain: bool = False, device: str | torch.device | None = "auto") -> DDPMModel:
+    """The committed DDPM of ``category`` for ``profile`` (see :data:`PROFILES`), verified against its manifest;
+    trained first (with a progress bar) when ``retrain``. ``data_root``: the data it is (re)trained on (None: the
+    embedded benchmark), ``seed``: the training seed (part of the name). A missing checkpoint raises
+    ``FileNotFoundError`` with the command that trains it and roughly how long that takes."""
+    name = checkpoint_name(category, profile, check_int("seed", seed, 0))
+    p = PROFILES[profile]
+    cfg = TrainConfig(**{**asdict(p.config), "seed": seed})
+    data_arg, fingerprint = training_data(data_root, category, cfg.image_size)
+    argv = (data_arg + ["--category", category] + config_argv(cfg, always=("image_size", "steps"))
+            + (["--val-fraction", f"{p.val_fraction:g}"] if p.val_fraction else [])
+            + (["--export-half"] if p.export_half else []) + ["--name", name])
+    path = find_or_train(checkpoint_path(CHECKPOINTS, name), retrain=retrain, command=command_line(MODULE, argv),
+                         train=lambda: run(parser().parse_args(argv), command=command_line(MODULE, argv), device=device),
+                         cost=training_time(cfg.steps, p.seconds_per_step), expected_config=asdict(cfg),
+                         data_fingerprint=fingerprint)
+    return load_ddpm(path, device=pick_device(device))
+
+
+def training_data(data_root: str | os.PathLike | None, category: str, image_size: int) -> tuple[list[str], str]:
+    """The ``--data`` option of a training command (none for the default embedded benchmark) and the
+    fingerprint of the category's data (every method's :func:`pretrained` uses this)."""
     from .. import data as kit_data
 
-    p = argparse.ArgumentParser(description="Train a DDPM (ε-prediction) on one benchmark category")
-    p.add_argument("--data", default=None, help="MVTec-layout root (default: the embedded benchmark)")
-    p.add_argument("--category", default="gravel")
-    p.add_argument("--name", required=True, help="checkpoint name, e.g. ddpm_tiny_gravel64")
-    p.add_argument("--state-dir", type=Path, default=TRAIN_STATE,
-                   help="where the resumable state goes")
-    p.add_argument("--export-dir", type=Path, default=CHECKPOINTS,
-                   help="where the final EMA weights go")
-    p.add_argument("--device", default=None)
+    default = kit_data.embedded_benchmark(image_size)
+    root = default if data_root is None else Path(data_root)
+    return ([] if root.resolve() == default.resolve() else ["--data", str(root)]), kit_data.fingerprint(root / category)
+
+
+# ----------------------------------------------------------------------------------------------
+# command line
+# ----------------------------------------------------------------------------------------------
+def parser() -> argparse.ArgumentParser:
+    """The ``python -m lib.methods.ddpm`` argument parser."""
+    p = argparse.ArgumentParser(prog=f"python -m {MODULE}",
+                                description="Train a DDPM (ε-prediction) on one category")
+    add_training_arguments(p, example="ddpm_tiny_gravel64")
     p.add_argument("--val-fraction", type=float, default=0.0,
-                   help="hold out this fraction of the train split (its last images) as a validation "
-                        "set that training never sees (thesis §4.1: 20%%)")
+                   help="hold out this fraction of the train split (its last images) as a validation set that "
+                        "training never sees (thesis §4.1: 20%%)")
     p.add_argument("--export-half", action="store_true", help="store the exported EMA weights as float16")
-    for f in TrainConfig.__dataclass_fields__.values():
-        p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
-    a = p.parse_args(argv)
-    cfg = TrainConfig(**{k: getattr(a, k) for k in TrainConfig.__dataclass_fields__})
-    root = Path(a.data) if a.data else kit_data.embedded_benchmark(image_size=cfg.image_size)
+    add_config_arguments(p, TrainConfig)
+    return p
+
+
+def run(a: argparse.Namespace, *, command: str, device: str | torch.device | None = None) -> Path:
+    """Train what the parsed options ``a`` describe; returns the exported checkpoint's path."""
+    from .. import data as kit_data
+
+    cfg = config_from_args(TrainConfig, a)
+    check_float("val_fraction", a.val_fraction, 0.0, 1.0, hi_open=True)
+    root = Path(a.data) if a.data else kit_data.embedded_benchmark(cfg.image_size)
     cat = kit_data.load_category(root, a.category, image_size=cfg.image_size)
     train_split, val_split = kit_data.split_validation(cat.train, a.val_fraction)
-    images = kit_data.to_tensor(train_split.images)
-    cmd = "python -m lib.methods.ddpm " + " ".join(argv if argv is not None else sys.argv[1:])
-    train_ddpm(images, cfg, a.state_dir / f"{a.name}.pt", export=a.export_dir / f"{a.name}.pt",
-               device=a.device, command=cmd, data_fingerprint=kit_data.fingerprint(root / a.category),
-               export_half=a.export_half,
+    export = checkpoint_path(a.export_dir, a.name)
+    train_ddpm(kit_data.to_tensor(train_split.images), cfg, checkpoint_path(a.state_dir, a.name), export=export,
+               device=device or a.device, command=command,
+               data_fingerprint=kit_data.fingerprint(root / a.category), export_half=a.export_half,
                extra={"val_fraction": a.val_fraction, "validation_images": len(val_split.images)})
+    return export
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m lib.methods.ddpm``: parse, train, export; errors become ``error: ...`` and exit status 2."""
+    cli_main(MODULE, parser, run, argv)
 
 
 if __name__ == "__main__":

@@ -4,25 +4,35 @@ a segmentation sub-network on (input, reconstruction), joint training, and image
 Paper equations (seed 003, §IV) and where they live here:
 
 * eq. 1  x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε                        → ``Diffusion.q_sample``
-* eq. 6  x̂_0 = (x_t − √(1−ᾱ_t) ε_θ(x_t, t)) / √ᾱ_t          → :func:`one_step`
+* eq. 6  x̂_0 = (x_t − √(1−ᾱ_t) ε_θ(x_t, t)) / √ᾱ_t          → ``Diffusion.x0_from_eps``; from x_0 in one
+  call: :func:`lib.core.diffusion.predict_x0_one_step` (``clip_x0=True``, authors' code)
 * eq. 5/7  ε̂ = ε_θ(x_{t_s}) − √(1−ᾱ_{t_s}) · w · (n_{t_s} − x_{t_s}),
   the gradient of sim = −½‖n_{t_s} − x_{t_s}‖², with n_{t_s} = √ᾱ_{t_s} x̂_{0_b} + √(1−ᾱ_{t_s}) ε_θ(x_{t_s})
   (re-noised with the *predicted* noise, not fresh noise)   → :func:`norm_guided`
 * eq. 8  x̂_{0_g} = (x_{t_s} − √(1−ᾱ_{t_s}) ε̂) / √ᾱ_{t_s}     → :func:`norm_guided`
 * eq. 9  L_noise = (1−y)(‖ε_{t_s} − ε_θ(x_{t_s})‖² + ‖ε_{t_b} − ε_θ(x_{t_b})‖²)/2
 * eq. 10 L_mask = SmoothL1(M, M̂) + γ·L_focal(M, M̂), γ = 5    → :func:`train_diffusionad`
-* image score: mean of the top-50 pixels of the anomaly map (authors' code) → :func:`image_score`
+* anomaly map M̂ = sigmoid(seg(x ⊕ x̂_0))                      → :func:`lib.core.scoring.segmentation_map`
+* image score: mean of the top-50 pixels of the anomaly map (authors' code)
+                                               → ``lib.core.scoring.image_score(M̂, reduction="topk", k=50)``
+* Table VII's Iterative-t / DDIM-30 rows → :func:`lib.core.diffusion.denoise_from` / :func:`lib.core.diffusion.ddim_from`
 
 Settings the paper leaves out follow the authors' code (``shared/reference/paper-settings.md``):
 x̂_{0_b} and x̂_{0_g} are clamped to [−1, 1]; each of the two noisings draws its own ε;
 t_s = 200, t_b = 400, w = 1 at inference; t_s ~ U[0, τ), t_b ~ U[τ, T), τ = 300 in training.
+
+Training runs on the kit's one loop (:class:`lib.io.training.Trainer`: resume, manifests, several
+processes); :func:`pretrained` loads (or trains) the committed checkpoint of a profile (:data:`PROFILES`).
+Command line (the manifests of the committed checkpoints record theirs)::
+
+    python -m lib.methods.diffusionad --category brick --steps 4000 --name diffusionad_small_brick64
+    accelerate launch --multi_gpu --num_processes 4 -m lib.methods.diffusionad ...    # on 4 GPUs
 """
 
 from __future__ import annotations
 
+import argparse
 import os
-import sys
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -31,31 +41,24 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..core.diffusion import Diffusion, EpsModel, eps_fn, make_betas, reverse_pairs
+from ..core.checks import check_choice, check_float, check_images, check_int, check_multiple, check_size_multiple
+from ..core.diffusion import SCHEDULES, Diffusion, EpsModel, eps_fn, make_betas, noise_like, t_batch
+from ..core.scoring import segmentation_map
 from ..core.losses import focal_loss, smooth_l1_map_loss
 from ..core.device import pick_device
-from ..core.nets import segmentation_net, unet
-from ..core.paths import CHECKPOINTS, TRAIN_STATE
-from ..io.checkpoints import open_checkpoint, resume_state, save_atomic, write_manifest
+from ..core.nets import SEG_PRESETS, UNET_PRESETS, segmentation_net, unet
+from ..core.paths import CHECKPOINTS
+from ..io.checkpoints import CheckpointKind, checkpoint_path, data_digest, half_precision, open_checkpoint, register_kind
+from ..io.cli import (add_config_arguments, add_training_arguments, cli_main, command_line, config_argv,
+                      config_from_args)
+from ..io.training import Trainer, find_or_train, training_time
+from .ddpm import training_data
 
-__all__ = ["one_step", "norm_guided", "norm_guided_core", "NormGuided", "anomaly_map", "image_score", "ADConfig",
-           "train_diffusionad", "load_diffusionad", "DiffusionADModel", "iterative", "ddim_from"]
+__all__ = ["norm_guided", "norm_guided_core", "NormGuided", "ADConfig",
+           "train_diffusionad", "load_diffusionad", "DiffusionADModel", "PROFILES", "checkpoint_name", "pretrained",
+           "parser", "run", "main"]
 
-
-def _bc(coef: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    return coef.to(device=x.device, dtype=x.dtype).view(-1, *([1] * (x.ndim - 1)))
-
-
-def _t(t, n: int, device) -> torch.Tensor:
-    t = torch.as_tensor(t, dtype=torch.long)
-    return (t.expand(n) if t.ndim == 0 or len(t) == 1 else t).to(device)
-
-
-def one_step(eps_theta: torch.Tensor, x_t: torch.Tensor, t, diffusion: Diffusion,
-             clamp: bool = True) -> torch.Tensor:
-    """Eq. 6: x̂_0 = (x_t − √(1−ᾱ_t)·ε_θ(x_t, t)) / √ᾱ_t, clamped to [−1, 1] (authors' code)."""
-    x0 = diffusion.x0_from_eps(x_t, _t(t, x_t.shape[0], "cpu"), eps_theta)
-    return x0.clamp(-1, 1) if clamp else x0
+MODULE = "lib.methods.diffusionad"
 
 
 class NormGuided(NamedTuple):
@@ -71,9 +74,17 @@ class NormGuided(NamedTuple):
     n_ts: torch.Tensor      # n re-noised to t_s with the predicted noise ε_θ(x_{t_s})
 
 
-def norm_guided(model: EpsModel, x0: torch.Tensor, diffusion: Diffusion, t_s, t_b,
-                noise_s: torch.Tensor, noise_b: torch.Tensor, w: float = 1.0,
-                one_call: bool = True) -> NormGuided:
+def _timesteps(diffusion: Diffusion, t, name: str, n: int) -> torch.Tensor:
+    """A checked t (int or one per image) as an (n,) long CPU tensor."""
+    tt = diffusion.check_t(t, name)
+    if len(tt) not in (1, n):
+        raise ValueError(f"{name} must be an int or one timestep per image ({n}), got {len(tt)} timesteps")
+    return t_batch(tt, n, "cpu")
+
+
+def norm_guided(eps_theta: EpsModel, x0: torch.Tensor, diffusion: Diffusion, t_s: int | torch.Tensor,
+                t_b: int | torch.Tensor, noise_s: torch.Tensor | None = None, noise_b: torch.Tensor | None = None,
+                *, generator: torch.Generator | None = None, w: float = 1.0, one_call: bool = True) -> NormGuided:
     """Norm-guided one-step denoising (seed 003 §IV-B, eqs. 1, 6, 7, 8).
 
     1. x_{t_s} = q(x0, t_s, noise_s), x_{t_b} = q(x0, t_b, noise_b)           (eq. 1, own noise each)
@@ -84,23 +95,35 @@ def norm_guided(model: EpsModel, x0: torch.Tensor, diffusion: Diffusion, t_s, t_
     5. ε̂ = ε_s − √(1−ᾱ_{t_s})·w·(n_{t_s} − x_{t_s})                          (eq. 7)
     6. x̂_{0_g} = clamp(eq. 6 from x_{t_s} with ε̂)                          (eq. 8)
 
-    ``t_s``/``t_b`` are ints or per-sample long tensors. Gradients flow (training uses this).
+    The checked entry: ``t_s``/``t_b`` are ints or per-sample long tensors with 0 <= t_s <= t_b <= T-1
+    (no wrap-around, no truncation of floats), ``w`` a finite number >= 0, x0 a finite non-empty
+    batch.  A noise that is not given is drawn from ``generator`` (noise_s first, then noise_b; float32
+    on the generator's device, then moved).  Gradients flow (training uses this).  The arithmetic is
+    :func:`norm_guided_core`, which checks nothing (the compiled hot path of ``lib.tools.bench``).
     """
+    check_images("x0", x0)
     B = x0.shape[0]
-    ts, tb = _t(t_s, B, "cpu"), _t(t_b, B, "cpu")
+    ts, tb = _timesteps(diffusion, t_s, "t_s", B), _timesteps(diffusion, t_b, "t_b", B)
+    if bool((ts > tb).any()):
+        raise ValueError(f"t_s must be <= t_b (t_s the small noise scale, t_b the big one, the paper's 200 and "
+                         f"400), got t_s={t_s!r}, t_b={t_b!r}")
+    w = check_float("w", w, 0.0)
+    noise_s = noise_like(x0, noise_s, generator, name="noise_s", like="x0")   # drawn first
+    noise_b = noise_like(x0, noise_b, generator, name="noise_b", like="x0")
     ab_s, ab_b = diffusion.alpha_bar[ts], diffusion.alpha_bar[tb]
-    coefs = tuple(_bc(c, x0) for c in (ab_s.sqrt(), (1 - ab_s).sqrt(), ab_b.sqrt(), (1 - ab_b).sqrt()))
-    return norm_guided_core(model, x0, ts.to(x0.device), tb.to(x0.device), coefs, noise_s, noise_b, w,
+    coefs = tuple(Diffusion.coef(c, x0) for c in (ab_s.sqrt(), (1 - ab_s).sqrt(), ab_b.sqrt(), (1 - ab_b).sqrt()))
+    return norm_guided_core(eps_theta, x0, ts.to(x0.device), tb.to(x0.device), coefs, noise_s, noise_b, w,
                             one_call)
 
 
 def norm_guided_core(model: EpsModel, x0: torch.Tensor, ts: torch.Tensor, tb: torch.Tensor, coefs,
                      noise_s: torch.Tensor, noise_b: torch.Tensor, w: float = 1.0,
                      one_call: bool = True) -> NormGuided:
-    """The arithmetic of :func:`norm_guided` with precomputed coefficients
+    """The arithmetic of :func:`norm_guided` (eqs. 1, 6, 7, 8) with precomputed coefficients
     ``coefs = (√ᾱ_{t_s}, √(1−ᾱ_{t_s}), √ᾱ_{t_b}, √(1−ᾱ_{t_b}))`` (floats or broadcastable tensors)
-    and device-side timestep tensors — no host work, so ``torch.compile``/CUDA graphs can take it
-    whole (``lib.bench`` does)."""
+    and device-side timestep tensors — no host work and **no argument checks**, so ``torch.compile``/CUDA
+    graphs can take it whole (``lib.tools.bench`` does).  Call :func:`norm_guided`, the checked entry,
+    unless you are building such a hot path."""
     sa_s, sb_s, sa_b, sb_b = coefs
     B = x0.shape[0]
     x_ts = sa_s * x0 + sb_s * noise_s                                   # eq. 1
@@ -116,44 +139,6 @@ def norm_guided_core(model: EpsModel, x0: torch.Tensor, ts: torch.Tensor, tb: to
     eps_hat = eps_s - sb_s * w * (n_ts - x_ts)                           # eq. 7
     x0_g = ((x_ts - sb_s * eps_hat) / sa_s).clamp(-1, 1)                 # eq. 8
     return NormGuided(x0_g, x0_s, x0_b, eps_s, eps_b, x_ts, x_tb, n_ts)
-
-
-@torch.no_grad()
-def iterative(model: EpsModel, x0: torch.Tensor, diffusion: Diffusion, t: int, noise: torch.Tensor,
-              generator: torch.Generator, num_steps: int | None = None) -> torch.Tensor:
-    """Table VII's "Iterative-t" row: noise x0 to t (eq. 1), then ancestral DDPM steps back to 0.
-
-    ``num_steps`` respaces the chain (t, t−t/num_steps, …, 0) with the exact posterior between
-    grid points (Ho eqs. 6–7); ``None`` = every step (the paper's 400 model calls from t = 400).
-    """
-    x = diffusion.q_sample(x0, t, noise)
-    for s, s_prev in reverse_pairs(t, num_steps):
-        eps = model(x, _t(s, x.shape[0], x.device))
-        z = torch.randn(x.shape, generator=generator).to(x.device, x.dtype) if s_prev >= 0 else None
-        x = diffusion.ddpm_step(eps, s, x, z, t_prev=s_prev).x_prev
-    return x.clamp(-1, 1)
-
-
-@torch.no_grad()
-def ddim_from(model: EpsModel, x0: torch.Tensor, diffusion: Diffusion, t: int, noise: torch.Tensor,
-              num_steps: int = 30) -> torch.Tensor:
-    """Table VII's "DDIM-30" row: noise x0 to t, then deterministic DDIM (η = 0) in ``num_steps``."""
-    x = diffusion.q_sample(x0, t, noise)
-    for s, s_prev in reverse_pairs(t, num_steps):
-        eps = model(x, _t(s, x.shape[0], x.device))
-        x = diffusion.ddim_step(eps, s, s_prev, x, eta=0.0, noise=None).x_prev
-    return x.clamp(-1, 1)
-
-
-def anomaly_map(seg: torch.nn.Module, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
-    """Segmentation sub-network on the 6-channel (input, reconstruction) pair → M̂ ∈ [0, 1], (B, H, W)."""
-    return torch.sigmoid(seg(torch.cat([x, x_hat], dim=1)))[:, 0]
-
-
-def image_score(amap: torch.Tensor, k: int = 50) -> torch.Tensor:
-    """Image-level score: mean of the top-k pixels of the anomaly map (authors' code, k = 50)."""
-    flat = amap.flatten(1)
-    return flat.topk(min(k, flat.shape[1]), dim=1).values.mean(1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -183,12 +168,41 @@ class ADConfig:
     seed: int = 0
     ckpt_every: int = 1000
 
+    def __post_init__(self) -> None:
+        """Range checks (``ValueError`` naming the field, its value and the valid range)."""
+        check_choice("preset", self.preset, sorted(UNET_PRESETS))
+        check_choice("seg_preset", self.seg_preset, sorted(SEG_PRESETS))
+        check_choice("schedule", self.schedule, SCHEDULES)
+        check_choice("mode", self.mode, ("texture", "object"))
+        check_int("T", self.T, 2)
+        check_int("tau", self.tau, 1, self.T - 1)              # t_s ~ U[0, τ) and t_b ~ U[τ, T) both non-empty
+        for name in ("steps", "pool", "ckpt_every"):
+            check_int(name, getattr(self, name), 1)
+        check_int("batch_size", self.batch_size, 2)           # at least one normal image and one anomaly
+        check_int("seed", self.seed, 0)
+        for name in ("lr_unet", "lr_seg"):
+            check_float(name, getattr(self, name), 0.0, lo_open=True)
+        check_float("focal_weight", self.focal_weight, 0.0)
+        check_float("focal_alpha", self.focal_alpha, 0.0, 1.0)
+        check_float("focal_gamma", self.focal_gamma, 0.0)
+        check_float("beta_low", self.beta_low, 0.0, 1.0)
+        check_float("beta_high", self.beta_high, self.beta_low, 1.0)
+        levels = len(UNET_PRESETS[self.preset].block_out_channels)
+        check_multiple("image_size", self.image_size, 2 ** (levels - 1),
+                       f"the {self.preset!r} UNet down-samples by 2^{levels - 1}")
+
 
 class DiffusionADModel(NamedTuple):
+    """A trained DiffusionAD: reconstruction UNet, segmentation net, schedule and config (and, when loaded
+    from a checkpoint, its manifest, loss history ``{"noise", "mask"}`` and path)."""
+
     unet: torch.nn.Module
     seg: torch.nn.Module
     diffusion: Diffusion
     config: ADConfig
+    manifest: dict | None = None
+    losses: dict | None = None
+    path: Path | None = None
 
     @property
     def eps(self) -> EpsModel:
@@ -197,29 +211,33 @@ class DiffusionADModel(NamedTuple):
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, generator: torch.Generator, t_s: int = 200, t_b: int = 400,
                     w: float = 1.0) -> NormGuided:
-        n1 = torch.randn(x.shape, generator=generator).to(x.device, x.dtype)
-        n2 = torch.randn(x.shape, generator=generator).to(x.device, x.dtype)
-        return norm_guided(self.eps, x, self.diffusion, t_s, t_b, n1, n2, w)
+        """Norm-guided reconstruction (eqs. 1, 6-8) with both noises drawn from ``generator`` (the paper's
+        t_s = 200, t_b = 400, w = 1 by default); see :func:`norm_guided`."""
+        return norm_guided(self.eps, x, self.diffusion, t_s, t_b, generator=generator, w=w)
 
     @torch.no_grad()
     def anomaly_map(self, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
-        return anomaly_map(self.seg, x, x_hat)
+        """M̂ = sigmoid(seg(x ⊕ x̂)) → (B, H, W) (:func:`lib.core.scoring.segmentation_map`); the image score is
+        ``image_score(M̂, reduction="topk", k=50)`` (authors' code)."""
+        return segmentation_map(self.seg, x, x_hat)
 
 
-def _build(cfg: ADConfig, device):
+KIND = register_kind(CheckpointKind("diffusionad", "a DiffusionAD model (UNet + segmentation net)",
+                                    f"{MODULE}.load_diffusionad", ADConfig, weights=("unet", "seg")))
+
+
+def _build(cfg: ADConfig, device) -> tuple[torch.nn.Module, torch.nn.Module]:
     return unet(cfg.preset, cfg.image_size).to(device), segmentation_net(cfg.seg_preset).to(device)
 
 
 def load_diffusionad(path: str | os.PathLike, device="cpu", verify: bool = True) -> DiffusionADModel:
-    """Load an exported DiffusionAD checkpoint (UNet + segmentation net) made by :func:`train_diffusionad`."""
-    state = open_checkpoint(path, "lib.methods.diffusionad", verify)
-    cfg = ADConfig(**state["config"])
+    """Load an exported DiffusionAD checkpoint (UNet + segmentation net, float32) made by :func:`train_diffusionad`."""
+    state, cfg, manifest = open_checkpoint(path, KIND, verify)
     u, s = _build(cfg, "cpu")
     u.load_state_dict(state["unet"])
     s.load_state_dict(state["seg"])
-    u.to(device).eval()
-    s.to(device).eval()
-    return DiffusionADModel(u, s, Diffusion(make_betas(cfg.schedule, cfg.T)), cfg)
+    return DiffusionADModel(u.to(device).eval(), s.to(device).eval(), Diffusion(make_betas(cfg.schedule, cfg.T)),
+                            cfg, manifest, state["losses"], Path(path))
 
 
 def _pool(images: torch.Tensor, cfg: ADConfig, gen: torch.Generator, sources, progress: bool):
@@ -241,118 +259,119 @@ def train_diffusionad(images: torch.Tensor, cfg: ADConfig, out: str | os.PathLik
     """Joint training of the reconstruction and segmentation sub-networks (seed 003 §IV-C).
 
     Each step: B/2 normal images and B/2 synthetic anomalies (drawn from a pool made once with
-    :func:`lib.synth.synthesize`, §IV-D), t_s ~ U[0, τ), t_b ~ U[τ, T) per sample, own noise for
+    :func:`lib.data.synth.synthesize`, §IV-D), t_s ~ U[0, τ), t_b ~ U[τ, T) per sample, own noise for
     each, :func:`norm_guided` reconstruction with w = 1 (gradients flow end to end), loss
     L_noise (eq. 9, normal samples only) + SmoothL1(M, M̂) + 5·focal(M, M̂) (eq. 10).
-    Resumable like :func:`lib.train.train_ddpm` (one generator, state saved atomically).
-    Returns the trained :class:`DiffusionADModel` and the loss history.
+    Resumable like :func:`lib.methods.ddpm.train_ddpm` (:class:`lib.io.training.Trainer`); the export
+    is stored as float16. Returns the trained :class:`DiffusionADModel` and the loss history.
     """
-    device = pick_device(None if device is None else str(device))
-    out = Path(out)
-    if images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"images must be N×3×H×W in [-1, 1]; got {tuple(images.shape)}")
+    images = check_images("images", images, channels=3)
+    check_size_multiple("images", images, 2 ** (len(UNET_PRESETS[cfg.preset].block_out_channels) - 1))
+    trainer = Trainer(cfg, out, data=(images,), device=device, data_fingerprint=data_fingerprint, command=command,
+                      progress=progress, desc="train DiffusionAD", extra={"n_images": int(images.shape[0])})
+    dev, gen, B = trainer.device, trainer.generator, cfg.batch_size
     diffusion = Diffusion(make_betas(cfg.schedule, cfg.T))
-    torch.manual_seed(cfg.seed)
-    model, seg = _build(cfg, device)
-    opt = torch.optim.Adam([{"params": model.parameters(), "lr": cfg.lr_unet},
-                            {"params": seg.parameters(), "lr": cfg.lr_seg}])
-    gen = torch.Generator().manual_seed(cfg.seed)
+    model, seg = _build(cfg, dev)
     pool_x, pool_m = _pool(images, cfg, gen, sources, progress)
-    step, hist = 0, {"noise": [], "mask": []}
-    state = resume_state(out, cfg)
-    if state is not None:
-        model.load_state_dict(state["unet"])
-        seg.load_state_dict(state["seg"])
-        opt.load_state_dict(state["optimizer"])
-        gen.set_state(state["generator"])
-        step, hist = state["step"], state["losses"]
-    cmd = command or " ".join([sys.executable, *sys.argv])
-    meta = dict(command=cmd, config=asdict(cfg), seed=cfg.seed, data_fingerprint=data_fingerprint)
+    trainer.data = data_digest(images, pool_x, pool_m)        # the pool depends on the anomaly sources too
+    nb = B // 2                                               # normal images first, then anomalies
+    na = B - nb
 
-    def save():
-        save_atomic({"config": asdict(cfg), "step": step, "losses": hist, "unet": model.state_dict(),
-                     "seg": seg.state_dict(), "optimizer": opt.state_dict(),
-                     "generator": gen.get_state()}, out)
-        write_manifest(out, **meta, extra={"step": step, "final": step >= cfg.steps,
-                                           "n_images": int(images.shape[0])})
-
-    eps_model = eps_fn(model)
-    nb = cfg.batch_size // 2
-    na = cfg.batch_size - nb
-    model.train()
-    seg.train()
-    end = cfg.steps if stop_after is None else min(cfg.steps, step + stop_after)
-    bar = tqdm(total=cfg.steps, initial=step, desc="train DiffusionAD", disable=not progress)
-    t0 = time.perf_counter()
-    while step < end:
-        i_n = torch.randint(0, images.shape[0], (nb,), generator=gen)
+    def loss(nets, shard):
+        i_n = torch.randint(0, images.shape[0], (nb,), generator=gen)          # the global batch ...
         i_a = torch.randint(0, pool_x.shape[0], (na,), generator=gen)
-        t_s = torch.randint(0, cfg.tau, (cfg.batch_size,), generator=gen)
-        t_b = torch.randint(cfg.tau, cfg.T, (cfg.batch_size,), generator=gen)
-        e_s = torch.randn((cfg.batch_size, *images.shape[1:]), generator=gen)
-        e_b = torch.randn((cfg.batch_size, *images.shape[1:]), generator=gen)
-        x = torch.cat([images[i_n], pool_x[i_a]]).to(device)
-        M = torch.cat([torch.zeros(nb, *pool_m.shape[1:]), pool_m[i_a]]).to(device)
-        e_s, e_b = e_s.to(device), e_b.to(device)
-        r = norm_guided(eps_model, x, diffusion, t_s, t_b, e_s, e_b, w=1.0)
-        # eq. 9 on the normal half only (y = 0)
-        l_noise = 0.5 * (F.mse_loss(r.eps_s[:nb], e_s[:nb]) + F.mse_loss(r.eps_b[:nb], e_b[:nb]))
-        logits = seg(torch.cat([x, r.x0_g], 1))
-        l_mask = smooth_l1_map_loss(torch.sigmoid(logits), M) + cfg.focal_weight * focal_loss(
+        t_s = torch.randint(0, cfg.tau, (B,), generator=gen)
+        t_b = torch.randint(cfg.tau, cfg.T, (B,), generator=gen)
+        e_s = torch.randn((B, *images.shape[1:]), generator=gen)
+        e_b = torch.randn((B, *images.shape[1:]), generator=gen)
+        r_n, r_a = shard.rows(nb), shard.rows(na)                               # ... this process's rows of
+        rows = torch.cat([torch.arange(nb)[r_n], nb + torch.arange(na)[r_a]])   # each half
+        n = r_n.stop - r_n.start
+        x = torch.cat([images[i_n[r_n]], pool_x[i_a[r_a]]]).to(dev)
+        M = torch.cat([torch.zeros(n, *pool_m.shape[1:]), pool_m[i_a[r_a]]]).to(dev)
+        e_s, e_b = e_s[rows].to(dev), e_b[rows].to(dev)
+        r = norm_guided(eps_fn(nets["unet"]), x, diffusion, t_s[rows], t_b[rows], e_s, e_b, w=1.0)
+        # eq. 9 on the normal images only (y = 0)
+        l_noise = 0.5 * (F.mse_loss(r.eps_s[:n], e_s[:n]) + F.mse_loss(r.eps_b[:n], e_b[:n]))
+        logits = nets["seg"](torch.cat([x, r.x0_g], 1))
+        l_mask = smooth_l1_map_loss(torch.sigmoid(logits), M) + cfg.focal_weight * focal_loss(    # eq. 10
             logits, M, alpha=cfg.focal_alpha, gamma=cfg.focal_gamma)
-        loss = l_noise + l_mask
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        step += 1
-        hist["noise"].append(l_noise.item())
-        hist["mask"].append(l_mask.item())
-        bar.update(1)
-        if step % 50 == 0:
-            bar.set_postfix(noise=f"{sum(hist['noise'][-50:]) / 50:.4f}", mask=f"{sum(hist['mask'][-50:]) / 50:.4f}")
-        if step % cfg.ckpt_every == 0 or step == end:
-            save()
-    bar.close()
-    model.eval()
-    seg.eval()
-    if export is not None and step >= cfg.steps:
-        half = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
-        seg_state = {k: v.half() if v.is_floating_point() else v for k, v in seg.state_dict().items()}
-        save_atomic({"config": asdict(cfg), "step": step, "losses": hist, "unet": half, "seg": seg_state},
-                    Path(export))
-        write_manifest(Path(export), **meta, extra={"step": step, "final": True,
-                                                    "n_images": int(images.shape[0]),
-                                                    "weights": "final weights, stored as float16"})
-    if progress:
-        print(f"trained to step {step}/{cfg.steps} in {time.perf_counter() - t0:.1f} s -> {out}")
+        return {"noise": l_noise, "mask": l_mask}
+
+    groups = [{"params": model.parameters(), "lr": cfg.lr_unet}, {"params": seg.parameters(), "lr": cfg.lr_seg}]
+    hist = trainer.fit(loss, {"unet": model, "seg": seg}, groups, steps=cfg.steps, ckpt_every=cfg.ckpt_every,
+                       stop_after=stop_after)
+    trainer.export(export, KIND, {"config": asdict(cfg), "step": trainer.step, "losses": hist,
+                                  "unet": half_precision(model.state_dict()), "seg": half_precision(seg.state_dict())},
+                   weights="final weights, stored as float16")
     return DiffusionADModel(model, seg, diffusion, cfg), hist
 
 
-def main(argv: list[str] | None = None) -> None:
-    import argparse
+# ----------------------------------------------------------------------------------------------
+# the committed checkpoints
+# ----------------------------------------------------------------------------------------------
+PROFILES: dict[str, ADConfig] = {
+    # quick: the committed checkpoints (trained on an H100, 12 trainings in parallel)
+    "quick": ADConfig(preset="small", seg_preset="tiny", image_size=64, steps=4000),
+    "paper": ADConfig(preset="paper", seg_preset="paper", image_size=256, steps=300_000),
+}
+SECONDS_PER_STEP = {"quick": {"on a 2-core CPU": 8, "on an H100 shared by 12 trainings": 0.1}, "paper": {}}
 
+
+def checkpoint_name(category: str, profile: str = "quick", seed: int = 0) -> str:
+    """The naming rule of DiffusionAD checkpoints: ``diffusionad_<preset>_<category><size>`` (and ``_seed<seed>``
+    for a seed other than 0), e.g. ``diffusionad_small_brick64``."""
+    cfg = PROFILES[check_choice("profile", profile, list(PROFILES))]
+    return f"diffusionad_{cfg.preset}_{category}{cfg.image_size}" + (f"_seed{seed}" if seed else "")
+
+
+def pretrained(category: str, profile: str = "quick", *, data_root: str | os.PathLike | None = None, seed: int = 0,
+               retrain: bool = False, device: str | torch.device | None = "auto") -> DiffusionADModel:
+    """The committed DiffusionAD model of ``category`` for ``profile`` (:data:`PROFILES`), verified against its
+    manifest; trained first (with a progress bar) when ``retrain``; a missing one raises ``FileNotFoundError``
+    with the training command and roughly how long it takes. Arguments as :func:`lib.methods.ddpm.pretrained`."""
+    name = checkpoint_name(category, profile, check_int("seed", seed, 0))
+    cfg = ADConfig(**{**asdict(PROFILES[profile]), "seed": seed})
+    data_arg, fingerprint = training_data(data_root, category, cfg.image_size)
+    argv = data_arg + ["--category", category] + config_argv(cfg, always=("image_size", "steps")) + ["--name", name]
+    path = find_or_train(checkpoint_path(CHECKPOINTS, name), retrain=retrain, command=command_line(MODULE, argv),
+                         train=lambda: run(parser().parse_args(argv), command=command_line(MODULE, argv), device=device),
+                         cost=training_time(cfg.steps, SECONDS_PER_STEP[profile]), expected_config=asdict(cfg),
+                         data_fingerprint=fingerprint)
+    return load_diffusionad(path, device=pick_device(device))
+
+
+# ----------------------------------------------------------------------------------------------
+# command line
+# ----------------------------------------------------------------------------------------------
+def parser() -> argparse.ArgumentParser:
+    """The ``python -m lib.methods.diffusionad`` argument parser."""
+    p = argparse.ArgumentParser(prog=f"python -m {MODULE}",
+                                description="Train DiffusionAD (UNet + segmentation net) on one category")
+    add_training_arguments(p, example="diffusionad_small_gravel64")
+    add_config_arguments(p, ADConfig)
+    return p
+
+
+def run(a: argparse.Namespace, *, command: str, device: str | torch.device | None = None) -> Path:
+    """Train what the parsed options ``a`` describe; returns the exported checkpoint's path."""
     from .. import data as kit_data
     from ..data.synth import anomaly_sources
 
-    p = argparse.ArgumentParser(description="Train DiffusionAD (UNet + segmentation net) on one category")
-    p.add_argument("--data", default=None, help="MVTec-layout root (default: the embedded benchmark)")
-    p.add_argument("--category", default="gravel")
-    p.add_argument("--name", required=True, help="checkpoint name, e.g. diffusionad_small_gravel64")
-    p.add_argument("--state-dir", type=Path, default=TRAIN_STATE)
-    p.add_argument("--export-dir", type=Path, default=CHECKPOINTS)
-    p.add_argument("--device", default=None)
-    for f in ADConfig.__dataclass_fields__.values():
-        p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
-    a = p.parse_args(argv)
-    cfg = ADConfig(**{k: getattr(a, k) for k in ADConfig.__dataclass_fields__})
-    root = Path(a.data) if a.data else kit_data.embedded_benchmark(image_size=cfg.image_size)
+    cfg = config_from_args(ADConfig, a)
+    root = Path(a.data) if a.data else kit_data.embedded_benchmark(cfg.image_size)
     cat = kit_data.load_category(root, a.category, image_size=cfg.image_size)
     images = kit_data.to_tensor(cat.train.images)
-    sources = anomaly_sources(tuple(images.shape[-2:]), exclude=a.category)
-    cmd = "python -m lib.methods.diffusionad " + " ".join(argv if argv is not None else sys.argv[1:])
-    train_diffusionad(images, cfg, a.state_dir / f"{a.name}.pt", export=a.export_dir / f"{a.name}.pt",
-                      sources=sources, device=a.device, command=cmd,
-                      data_fingerprint=kit_data.fingerprint(root / a.category))
+    export = checkpoint_path(a.export_dir, a.name)
+    train_diffusionad(images, cfg, checkpoint_path(a.state_dir, a.name), export=export,
+                      sources=anomaly_sources(tuple(images.shape[-2:]), exclude=a.category), device=device or a.device,
+                      command=command, data_fingerprint=kit_data.fingerprint(root / a.category))
+    return export
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m lib.methods.diffusionad``: parse, train, export; errors become ``error: ...`` and exit status 2."""
+    cli_main(MODULE, parser, run, argv)
 
 
 if __name__ == "__main__":

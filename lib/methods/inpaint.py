@@ -7,20 +7,26 @@ Sources (sections / algorithms are quoted in every docstring):
     (Lugmayr et al. 2022, arXiv:2201.09865, Algorithm 1);
   * seed 002 §3.1.2 / Algorithm 2: the self-aware inpainting mask from the model's noise
     misprediction |ε_θ(x_t, t) - ε| compared against a per-pixel percentile of normal images;
-  * seed 002 §3.1.3: the multi-scale reconstruction-error anomaly map and max-score;
+  * seed 002 §3.1.3: the multi-scale reconstruction-error anomaly map and max-score (both in
+    :mod:`lib.core.scoring`: ``multiscale_error_map`` and ``image_score(map, reduction="max")``);
   * seed 002 §4.5: the settings t = 50, N = 5 resampling steps, [t_start, t_end] = [300, 350], p = 0.8.
 
-Conventions (as ``lib.diffusion``):
+The basic approach itself is :func:`lib.core.diffusion.denoise_from` (x̂ from x at noise level t), its
+anomaly map :func:`lib.core.scoring.reconstruction_error`.
+
+Conventions (as ``lib.core.diffusion``):
   * images are (B, 3, H, W) tensors in [-1, 1]; H ≠ W is fine (the ε-model may need H, W divisible
     by its down-sampling factor, e.g. 8 for ``unet("tiny")``);
-  * ``model`` is an ε-model ``model(x_t, t_tensor) -> ε_θ`` (``lib.diffusion.eps_fn(unet)``);
+  * ``model`` is an ε-model ``model(x_t, t_tensor) -> ε_θ`` (``lib.core.diffusion.eps_fn(unet)``);
   * t is 0-based (diffusers): ``t`` indexes ``diffusion.betas``; ᾱ_{-1} = 1 means "clean".  The thesis'
     "t = 50 noise steps" is ᾱ_50 in 1-based DDPM notation, i.e. ``t=49`` here (50 reverse steps
     49 … 0); likewise [t_start, t_end] = [300, 350] is 299 … 349 here.  Passing 50 instead changes
     the noise level by one step out of 1000;
   * every random draw comes from the ``generator`` argument (float32, drawn on the generator's
-    device, then moved — ``lib.diffusion._randn``, the same as diffusers' ``randn_tensor``);
-  * the inference functions run under ``torch.no_grad()``; ``progress=True`` shows a tqdm bar.
+    device, then moved — ``lib.core.diffusion.randn``, the same as diffusers' ``randn_tensor``);
+  * the inference functions run under ``torch.no_grad()``; ``progress=True`` shows a tqdm bar;
+  * every public function checks its arguments once at the entry (``ValueError`` naming the parameter,
+    its value and the valid range): images a non-empty finite (B, C, H, W) batch, 0 <= t <= T-1, ….
 
 Mask conventions — read this before passing masks around:
   * ``keep`` (used by :func:`inpaint`) is 1 where the pixel is *known* (kept from the input) and 0
@@ -39,14 +45,12 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, NamedTuple, Sequence
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..core.diffusion import Diffusion, _randn, _t_batch, reverse_pairs
+from ..core.checks import check_choice, check_finite, check_generator, check_images, check_int, check_size_multiple
+from ..core.diffusion import Diffusion, EpsModel, randn, reverse_pairs, size_multiple, t_batch
 
 __all__ = [
-    "basic_denoise",
-    "reconstruction_error",
     "InpaintStep",
     "inpaint",
     "inpaint_with_diffusers",
@@ -58,34 +62,14 @@ __all__ = [
     "keep_from_mask",
     "SelfAwareResult",
     "self_aware_reconstruct",
-    "multiscale_error_map",
-    "image_score",
 ]
 
-EpsModel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 INITS = ("masked", "noised")
 
 
 # --------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------
-def _check_images(x: torch.Tensor, name: str = "x") -> None:
-    if not isinstance(x, torch.Tensor) or x.ndim != 4:
-        raise ValueError(f"{name} must be a (B, C, H, W) tensor, got {getattr(x, 'shape', type(x))}")
-
-
-def _check_t(diffusion: Diffusion, t, name: str = "t") -> int:
-    if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t <= diffusion.T - 1:
-        raise ValueError(f"{name} must be an int in [0, T-1={diffusion.T - 1}], got {t!r}")
-    return t
-
-
-def _check_generator(generator) -> torch.Generator:
-    if not isinstance(generator, torch.Generator):
-        raise ValueError("generator must be a torch.Generator (all noise is drawn from it)")
-    return generator
-
-
 def _keep(keep, x: torch.Tensor) -> torch.Tensor:
     """``keep`` → float (B or 1, 1, H, W) in x's dtype/device.  Accepts (H, W), (B, H, W), (B, 1, H, W)."""
     keep = torch.as_tensor(keep)
@@ -98,59 +82,25 @@ def _keep(keep, x: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"keep must be (H, W), (B, H, W) or (B, 1, H, W) matching x {tuple(x.shape)}, "
                          f"got {tuple(torch.as_tensor(keep).shape)}")
     keep = keep.to(device=x.device, dtype=x.dtype)
-    if bool(((keep < 0) | (keep > 1)).any()):
+    if bool(((keep < 0) | (keep > 1) | keep.isnan()).any()):
         raise ValueError("keep must lie in [0, 1] (1 = known pixel, 0 = inpaint)")
     return keep
 
 
+def _entry(x: torch.Tensor, keep, diffusion: Diffusion, t: int, n_resample: int, generator: torch.Generator,
+           init: str) -> tuple[torch.Tensor, int]:
+    """The checks shared by :func:`inpaint` and :func:`inpaint_with_diffusers`; returns (keep, t)."""
+    check_images("x", x)
+    t = check_int("t", t, 0, diffusion.T - 1)
+    check_int("n_resample", n_resample, 1)
+    check_generator("generator", generator)
+    check_choice("init", init, INITS)
+    return _keep(keep, x), t
+
+
 def _init_x_t(x: torch.Tensor, keep: torch.Tensor, diffusion: Diffusion, t: int, eps: torch.Tensor, init: str):
     """The start of Algorithm 1 (``init="masked"``) or of RePaint on the noised image (``"noised"``)."""
-    if init == "masked":
-        return diffusion.q_sample(keep * x, t, eps)
-    if init == "noised":
-        return diffusion.q_sample(x, t, eps)
-    raise ValueError(f"init must be one of {INITS}, got {init!r}")
-
-
-def _renoise(diffusion: Diffusion, x_prev: torch.Tensor, s: int, s_prev: int, z: torch.Tensor) -> torch.Tensor:
-    """Forward jump q(x_s | x_{s_prev}) = N(√(ᾱ_s/ᾱ_{s_prev}) x_{s_prev}, (1 − ᾱ_s/ᾱ_{s_prev}) I) — RePaint's
-    "undo"; for s_prev = s − 1 it is exactly one forward step (``q_step``, β_s)."""
-    if s_prev == s - 1:
-        return diffusion.q_step(x_prev, s, z)
-    ratio = diffusion._ab(torch.tensor([s])) / diffusion._ab(torch.tensor([s_prev]))
-    return Diffusion._bc(ratio.sqrt(), x_prev) * x_prev + Diffusion._bc((1 - ratio).sqrt(), x_prev) * z
-
-
-# --------------------------------------------------------------------------------------------
-# ch. 3: the basic approach
-# --------------------------------------------------------------------------------------------
-@torch.no_grad()
-def basic_denoise(model: EpsModel, x: torch.Tensor, diffusion: Diffusion, t: int, generator: torch.Generator,
-                  clip_x0: bool = True, progress: bool = False, num_steps: int | None = None) -> torch.Tensor:
-    """The basic reconstruction of seed 002 ch. 3 (its §4.5 baseline "Basic DDPM denoising"):
-
-        x_t = √ᾱ_t · x + √(1 - ᾱ_t) · ε                                  (forward, t steps of noise)
-        x_{s-1} = μ̃(x̂0(x_s, ε_θ(x_s, s)), x_s) + σ_s z,  s = t, t-1, …, 0   (ancestral DDPM)
-
-    and returns x̂ = x_{-1}.  Each reverse step is ``diffusion.ddpm_step`` (Ho Alg. 2; no noise at
-    s = 0).  Noise order from ``generator``: ε, then one z per step with s ≥ 1.
-    Model calls: t + 1, or ``num_steps`` respaced steps (posterior between grid points; the quick
-    profile's shortcut, see :func:`lib.diffusion.reverse_pairs`).  The anomaly map is :func:`reconstruction_error` (x, x̂).
-    """
-    _check_images(x)
-    t = _check_t(diffusion, t)
-    _check_generator(generator)
-    x_s = diffusion.q_sample(x, t, _randn(x.shape, generator, x.device))
-    for s, s_prev in tqdm(reverse_pairs(t, num_steps), desc="denoise", disable=not progress, leave=False):
-        eps_theta = model(x_s, _t_batch(s, x.shape[0], x.device))
-        z = _randn(x.shape, generator, x.device) if s_prev >= 0 else None
-        x_s = diffusion.ddpm_step(eps_theta, s, x_s, z, t_prev=s_prev, clip_x0=clip_x0).x_prev
-    return x_s
-
-
-def reconstruction_error(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
-    """Seed 002 ch. 3: the pixel-wise anomaly map |x̂ - x|, averaged over channels → (B, H, W)."""
-    return (x_hat - x).abs().mean(dim=1)
+    return diffusion.q_sample(keep * x if init == "masked" else x, t, eps)
 
 
 # --------------------------------------------------------------------------------------------
@@ -174,7 +124,7 @@ class InpaintStep(NamedTuple):
 
 
 @torch.no_grad()
-def inpaint(model: EpsModel, x: torch.Tensor, keep, diffusion: Diffusion, t: int, n_resample: int,
+def inpaint(model: EpsModel, x: torch.Tensor, keep: torch.Tensor, diffusion: Diffusion, t: int, n_resample: int,
             generator: torch.Generator, init: str = "masked", clip_x0: bool = True,
             callback: Callable[[InpaintStep], None] | None = None, progress: bool = False,
             num_steps: int | None = None) -> torch.Tensor:
@@ -225,27 +175,22 @@ def inpaint(model: EpsModel, x: torch.Tensor, keep, diffusion: Diffusion, t: int
     (N·num_steps when respaced).
     ``callback(InpaintStep)`` is called after every merge (for tests and figures).
     """
-    _check_images(x)
-    t = _check_t(diffusion, t)
-    _check_generator(generator)
-    if isinstance(n_resample, bool) or not isinstance(n_resample, int) or n_resample < 1:
-        raise ValueError(f"n_resample must be an int >= 1, got {n_resample!r}")
-    keep = _keep(keep, x)
-    x_s = _init_x_t(x, keep, diffusion, t, _randn(x.shape, generator, x.device), init)
+    keep, t = _entry(x, keep, diffusion, t, n_resample, generator, init)
+    x_s = _init_x_t(x, keep, diffusion, t, randn(x.shape, generator, x.device), init)
     B = x.shape[0]
     grid = reverse_pairs(t, num_steps)
     bar = tqdm(total=n_resample * len(grid), desc="inpaint", disable=not progress, leave=False)
     for s, s_prev in grid:
         for n in range(1, n_resample + 1):
-            eps_theta = model(x_s, _t_batch(s, B, x.device))
-            z = _randn(x.shape, generator, x.device)
-            unknown, x0_hat = diffusion.ddpm_step(eps_theta, s, x_s, z, t_prev=s_prev, clip_x0=clip_x0)
+            eps_theta = model(x_s, t_batch(s, B, x.device))
+            z = randn(x.shape, generator, x.device)
+            unknown, x0_hat = diffusion.ddpm_step(eps_theta, s, x_s, t_prev=s_prev, noise=z, clip_x0=clip_x0)
             known = diffusion.q_sample(x, s_prev, z) if s_prev >= 0 else x
             x_prev = keep * known + (1 - keep) * unknown
             if callback is not None:
                 callback(InpaintStep(s, n, x_prev, known, unknown, x0_hat, z))
             if n < n_resample:
-                x_s = _renoise(diffusion, x_prev, s, s_prev, _randn(x.shape, generator, x.device))
+                x_s = diffusion.q_jump(x_prev, s, s_prev, randn(x.shape, generator, x.device))
             else:
                 x_s = x_prev
             bar.update()
@@ -254,14 +199,14 @@ def inpaint(model: EpsModel, x: torch.Tensor, keep, diffusion: Diffusion, t: int
 
 
 @torch.no_grad()
-def inpaint_with_diffusers(unet, x: torch.Tensor, keep, diffusion: Diffusion, t: int, n_resample: int,
-                           generator: torch.Generator, init: str = "masked", clip_sample: bool = True,
+def inpaint_with_diffusers(unet: torch.nn.Module, x: torch.Tensor, keep: torch.Tensor, diffusion: Diffusion, t: int, n_resample: int,
+                           generator: torch.Generator, init: str = "masked", clip_x0: bool = True,
                            progress: bool = False) -> torch.Tensor:
     """:func:`inpaint` driven by diffusers' ``RePaintScheduler`` — a cross-check, not the method.
 
     ``unet`` is a diffusers ``UNet2DModel`` (anything with ``unet(x, t).sample``).  The scheduler is
-    ``RePaintScheduler(eta=1.0, clip_sample=clip_sample)`` given our float64 β / ᾱ (as
-    ``tests/test_diffusion.py`` does for DDPM/DDIM) and
+    ``RePaintScheduler(eta=1.0, clip_sample=clip_x0)`` given our float64 β / ᾱ (as
+    ``tests/core/test_diffusion.py`` does for DDPM/DDIM) and
     ``set_timesteps(num_inference_steps=T, jump_length=1, jump_n_sample=n_resample)``.  The loop is
     the one of diffusers' ``RePaintPipeline`` (``step`` when the timestep goes down, ``undo_step(x,
     t_last)`` when it goes up), started at the first occurrence of ``t`` in ``scheduler.timesteps``
@@ -278,16 +223,16 @@ def inpaint_with_diffusers(unet, x: torch.Tensor, keep, diffusion: Diffusion, t:
       * ``jumps`` are set for j in range(0, T - jump_length) only, so the top timestep T-1 is never
         resampled (1 model call there) — the one schedule difference from :func:`inpaint`, which
         matters only for ``t = T-1``; the last step (s = 0) is resampled N times like every other.
-    Returns x̂; equals ``inpaint(eps_fn(unet), …, clip_x0=clip_sample)`` up to float32 rounding when
-    ``clip_sample=False`` and t < T-1 (see the DDIM-vs-posterior note in :func:`inpaint` for clipping).
+    Returns x̂; equals ``inpaint(eps_fn(unet), …, clip_x0=clip_x0)`` up to float32 rounding when
+    ``clip_x0=False`` and t < T-1 (see the DDIM-vs-posterior note in :func:`inpaint` for clipping).
+    H and W must be multiples of the UNet's down-sampling (checked before diffusers is called).
     """
     from diffusers import RePaintScheduler
 
-    _check_images(x)
-    t = _check_t(diffusion, t)
-    _check_generator(generator)
-    keep = _keep(keep, x)
-    sched = RePaintScheduler(num_train_timesteps=diffusion.T, eta=1.0, clip_sample=clip_sample,
+    keep, t = _entry(x, keep, diffusion, t, n_resample, generator, init)
+    if hasattr(getattr(unet, "config", None), "block_out_channels"):
+        check_size_multiple("x", x, size_multiple(unet))
+    sched = RePaintScheduler(num_train_timesteps=diffusion.T, eta=1.0, clip_sample=clip_x0,
                              trained_betas=diffusion.betas.numpy())
     sched.betas, sched.alphas, sched.alphas_cumprod = diffusion.betas, diffusion.alphas, diffusion.alpha_bar
     sched.one = sched.final_alpha_cumprod = torch.tensor(1.0, dtype=torch.float64)
@@ -296,16 +241,14 @@ def inpaint_with_diffusers(unet, x: torch.Tensor, keep, diffusion: Diffusion, t:
     timesteps = [int(s) for s in sched.timesteps]
     timesteps = timesteps[timesteps.index(t):]
 
-    if init not in INITS:
-        raise ValueError(f"init must be one of {INITS}, got {init!r}")
-    eps = _randn(x.shape, generator, x.device)
+    eps = randn(x.shape, generator, x.device)
     ab = sched.alphas_cumprod[t]
     x0 = keep * x if init == "masked" else x
     image = ab.sqrt().to(x) * x0 + (1 - ab).sqrt().to(x) * eps
     t_last = t + 1
     for s in tqdm(timesteps, desc="RePaint (diffusers)", disable=not progress, leave=False):
         if s < t_last:
-            eps_theta = unet(image, _t_batch(s, x.shape[0], x.device)).sample
+            eps_theta = unet(image, t_batch(s, x.shape[0], x.device)).sample
             image = sched.step(eps_theta, s, image, x, keep, generator).prev_sample
         else:
             image = sched.undo_step(image, t_last, generator)
@@ -317,25 +260,23 @@ def inpaint_with_diffusers(unet, x: torch.Tensor, keep, diffusion: Diffusion, t:
 # §3.1.2, Algorithm 2: the self-aware inpainting mask
 # --------------------------------------------------------------------------------------------
 def shared_noise(height: int, width: int, generator: torch.Generator, channels: int = 3,
-                 device=None) -> torch.Tensor:
+                 device: torch.device | str | None = None) -> torch.Tensor:
     """Algorithm 2's first line, ε ~ N(0, I), drawn once: shape (1, C, H, W), broadcast over a batch.
 
     Use the *same* ε for the validation images (:func:`threshold_map`) and the test images
     (:func:`noise_misprediction`), so that Q_test and Q_p measure the misprediction of the same
     noise pattern — the thesis draws ε once, at the top of Algorithm 2.
     """
-    _check_generator(generator)
-    return _randn((1, channels, height, width), generator, device if device is not None else generator.device)
+    shape = (1, check_int("channels", channels, 1), check_int("height", height, 1), check_int("width", width, 1))
+    check_generator("generator", generator)
+    return randn(shape, generator, device if device is not None else generator.device)
 
 
 def _t_range(diffusion: Diffusion, t_start: int, t_end: int, t_stride: int) -> list[int]:
-    _check_t(diffusion, t_start, "t_start")
-    _check_t(diffusion, t_end, "t_end")
-    if t_end < t_start:
-        raise ValueError(f"t_end must be >= t_start, got [{t_start}, {t_end}]")
-    if isinstance(t_stride, bool) or not isinstance(t_stride, int) or t_stride < 1:
-        raise ValueError(f"t_stride must be an int >= 1, got {t_stride!r}")
-    return list(range(t_start, t_end + 1, t_stride))
+    """The checked noise levels t_start, t_start + t_stride, …, <= t_end of Algorithm 2."""
+    t_start = check_int("t_start", t_start, 0, diffusion.T - 1)
+    t_end = check_int("t_end", t_end, t_start, diffusion.T - 1)
+    return list(range(t_start, t_end + 1, check_int("t_stride", t_stride, 1)))
 
 
 @torch.no_grad()
@@ -352,11 +293,14 @@ def noise_misprediction(model: EpsModel, x: torch.Tensor, diffusion: Diffusion, 
     (see :func:`shared_noise`).  The (t, image) pairs are evaluated ``batch_size`` at a time (default:
     B, i.e. one forward pass per t); each pair gets its own t in the model call.
     """
-    _check_images(x)
+    check_images("x", x)
     ts = _t_range(diffusion, t_start, t_end, t_stride)
     eps = torch.as_tensor(eps).to(device=x.device, dtype=x.dtype)
     if eps.ndim != 4 or eps.shape[0] not in (1, x.shape[0]) or eps.shape[1:] != x.shape[1:]:
         raise ValueError(f"eps must be (1 or B, C, H, W) matching x {tuple(x.shape)}, got {tuple(eps.shape)}")
+    check_finite("eps", eps)
+    if batch_size is not None:
+        check_int("batch_size", batch_size, 1)
     B = x.shape[0]
     eps = eps.expand_as(x)
     batch_size = batch_size or B
@@ -372,20 +316,21 @@ def noise_misprediction(model: EpsModel, x: torch.Tensor, diffusion: Diffusion, 
     return total / len(ts)
 
 
-def percentile_maps(q: torch.Tensor, ps) -> torch.Tensor:
+def percentile_maps(q: torch.Tensor, ps: float | Sequence[float] | torch.Tensor) -> torch.Tensor:
     """Algorithm 2's ``percentile(q, p)``: the per-pixel p-quantile over the images of q (N, H, W).
 
     ``ps`` is one p in [0, 1] (→ (H, W)) or a sequence (→ (len(ps), H, W)), so several thresholds
     come from one q without re-running the model.  Linear interpolation between order statistics
     (position p·(N-1)), i.e. ``numpy.percentile(q, 100·p, axis=0)``'s default; no size limit
-    (unlike ``torch.quantile``).
+    (unlike ``torch.quantile``).  p ∈ [0, 1] (NaN refused): the thesis sets no lower bound (§4.5 only
+    notes that a lower p gives a larger mask), and p = 0 / 1 are the per-pixel minimum / maximum.
     """
     q = torch.as_tensor(q)
     if q.ndim != 3 or q.shape[0] < 1:
         raise ValueError(f"q must be (N, H, W) with N >= 1, got {tuple(q.shape)}")
     scalar = not isinstance(ps, (Sequence, torch.Tensor)) or (isinstance(ps, torch.Tensor) and ps.ndim == 0)
     p = torch.as_tensor(ps, dtype=torch.float64).reshape(-1)
-    if len(p) == 0 or bool(((p < 0) | (p > 1)).any()):
+    if len(p) == 0 or bool(((p < 0) | (p > 1) | p.isnan()).any()):
         raise ValueError(f"p must lie in [0, 1] (a fraction, not a percent), got {ps!r}")
     srt = q.sort(dim=0).values.double()
     pos = p * (q.shape[0] - 1)
@@ -408,9 +353,10 @@ def _images(val_images) -> Iterable[torch.Tensor]:
 
 
 @torch.no_grad()
-def threshold_map(model: EpsModel, val_images, diffusion: Diffusion, t_start: int, t_end: int, p,
-                  eps: torch.Tensor, t_stride: int = 1, batch_size: int = 16, progress: bool = False,
-                  return_q: bool = False):
+def threshold_map(model: EpsModel, val_images: torch.Tensor | Iterable, diffusion: Diffusion, t_start: int,
+                  t_end: int, p: float | Sequence[float], eps: torch.Tensor, t_stride: int = 1, batch_size: int = 16,
+                  progress: bool = False, return_q: bool = False
+                  ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Algorithm 2's calculateThreshold (seed 002 §3.1.2): Q_p = percentile_p of Q(s) over s ∈ S.
 
     ``val_images``: a (N, C, H, W) tensor, or an iterable of batches (tensors, ``(images, …)`` tuples
@@ -424,10 +370,11 @@ def threshold_map(model: EpsModel, val_images, diffusion: Diffusion, t_start: in
     the percentile over the b images.  We follow Algorithm 2 (the only reading giving an h×w map
     from a percentile over normal images).
     """
+    check_int("batch_size", batch_size, 1)
     chunks = []
     for batch in tqdm(list(_images(val_images)) if progress else _images(val_images), desc="threshold",
                       disable=not progress, leave=False):
-        _check_images(batch, "val_images")
+        check_images("val_images", batch)
         for lo in range(0, batch.shape[0], batch_size):
             chunks.append(noise_misprediction(model, batch[lo:lo + batch_size], diffusion, t_start, t_end, eps,
                                               t_stride=t_stride, batch_size=batch_size))
@@ -489,7 +436,8 @@ def self_aware_reconstruct(model: EpsModel, x: torch.Tensor, diffusion: Diffusio
 
     ``q_p`` from :func:`threshold_map` with the *same* ``eps``.  Thesis settings (§4.5):
     [t_start, t_end] = [300, 350], p = 0.8, t = 50, N = 5 (0-based: 299 … 349 and t = 49; see the
-    module docstring).  The anomaly map is then :func:`multiscale_error_map` (x, x̂).
+    module docstring).  The anomaly map is then :func:`lib.core.scoring.multiscale_error_map` (x, x̂), the
+    image score its max (``image_score(map, reduction="max")``, §3.1.3).
     """
     q_test = noise_misprediction(model, x, diffusion, t_start, t_end, eps, t_stride=t_stride,
                                  batch_size=batch_size, progress=progress)
@@ -498,51 +446,3 @@ def self_aware_reconstruct(model: EpsModel, x: torch.Tensor, diffusion: Diffusio
                     clip_x0=clip_x0, progress=progress, num_steps=num_steps)
     return SelfAwareResult(x_hat=x_hat, mask=m, q_test=q_test)
 
-
-# --------------------------------------------------------------------------------------------
-# §3.1.3: the multi-scale reconstruction-error anomaly map
-# --------------------------------------------------------------------------------------------
-def multiscale_error_map(x: torch.Tensor, x_hat: torch.Tensor, scales: Sequence[float] = (1, 1 / 2, 1 / 4, 1 / 8),
-                         filter_size: int = 21) -> torch.Tensor:
-    """Seed 002 §3.1.3, "Multi-Scale Reconstruction Error Anomaly Map":
-
-        Err(x, x̂) = ( 1/N_L Σ_{l ∈ L} Err(x, x̂)_l ) * f_{s×s},     L = {1, 1/2, 1/4, 1/8}
-
-    For each scale l: x and x̂ are *downsampled first* (``F.interpolate(mode="area")``, i.e. the mean
-    of each l⁻¹×l⁻¹ block; size round(l·H) × round(l·W), at least 1), the error there is
-    |x̂_l - x_l| averaged over channels (the absolute "reconstruction error" |x̂ - x| of ch. 3 —
-    the thesis cites [6] without saying abs or squared), and it is upsampled back to H × W
-    (``mode="bilinear"``, ``align_corners=False``).  The scales' maps are averaged, then smoothed by
-    the s×s mean filter f (``avg_pool2d``, stride 1, padding s//2, ``count_include_pad=False``, so
-    border pixels average only the pixels inside the image).  s must be odd; the thesis gives no s —
-    21 is the mean filter of RIAD [65] re-implementations, sized for 256×256 images (scale it down for
-    small images).  Returns (B, H, W); the image score is :func:`image_score` (its max).
-    """
-    _check_images(x)
-    if x_hat.shape != x.shape:
-        raise ValueError(f"x_hat {tuple(x_hat.shape)} must have the shape of x {tuple(x.shape)}")
-    if isinstance(filter_size, bool) or not isinstance(filter_size, int) or filter_size < 1 or filter_size % 2 == 0:
-        raise ValueError(f"filter_size must be an odd int >= 1, got {filter_size!r}")
-    if len(scales) == 0 or any(not 0 < l <= 1 for l in scales):
-        raise ValueError(f"scales must be a non-empty sequence of numbers in (0, 1], got {scales!r}")
-    H, W = x.shape[-2:]
-    total = torch.zeros(x.shape[0], 1, H, W, dtype=x.dtype, device=x.device)
-    for l in scales:
-        size = (max(1, round(H * l)), max(1, round(W * l)))
-        if size == (H, W):
-            err = (x_hat - x).abs().mean(dim=1, keepdim=True)
-        else:
-            xs = F.interpolate(x, size=size, mode="area")
-            xh = F.interpolate(x_hat, size=size, mode="area")
-            err = F.interpolate((xh - xs).abs().mean(dim=1, keepdim=True), size=(H, W), mode="bilinear",
-                                align_corners=False)
-        total = total + err
-    total = total / len(scales)
-    if filter_size > 1:
-        total = F.avg_pool2d(total, filter_size, stride=1, padding=filter_size // 2, count_include_pad=False)
-    return total[:, 0]
-
-
-def image_score(anomaly_map: torch.Tensor) -> torch.Tensor:
-    """Seed 002 §3.1.3: the anomaly score max(Err(x, x̂)) over the pixels → (B,)."""
-    return anomaly_map.flatten(1).amax(dim=1)

@@ -1,9 +1,15 @@
-"""Figure style and saving: every figure goes to ``figures/``, every table to
-``figures/tables/`` as CSV and Markdown.
+"""Figure style and saving: every figure goes to the figures folder as PNG, every table to its
+``tables/`` subfolder as CSV and Markdown.
 
-The output folder is ``figures/`` at the repository root unless the environment
-variable ``KIT_FIGURES_DIR`` points elsewhere (the tests use that so a test run
-never overwrites the committed figures).
+Where they go (:func:`figures_dir`), first match wins:
+
+1. ``KIT_FIGURES_DIR`` when set (``python -m lib.reproduce --figures DIR`` sets it; the tests
+   set it so a test run never overwrites the committed figures);
+2. ``build/figures/<notebook>/<name=value,...>/`` when the notebook runs with parameters that
+   differ from its committed ``parameters`` cell (:func:`use_outputs`, called once by every
+   notebook right after its parameters; it prints that folder), so ``papermill ... -p seed 1``
+   never overwrites the committed seed-0 tables;
+3. ``figures/`` at the repository root.
 
 Reproducibility: PNGs are written without timestamps or software metadata, and
 tables are rounded to a fixed number of significant digits, so two runs on the same
@@ -14,21 +20,124 @@ are left out of the identical-tables check (``python -m lib.reproduce --compare`
 
 from __future__ import annotations
 
+import ast
+import hashlib
+import json
 import os
+import re
+import subprocess
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-__all__ = ["figures_dir", "savefig", "save_table", "show_images", "caption", "style"]
+__all__ = ["figures_dir", "use_outputs", "outputs_for", "notebook_parameters", "savefig", "save_table",
+           "show_images", "caption", "style"]
 
-from ..core.paths import REPO
+from ..core.paths import BUILD, FIGURES, NOTEBOOKS, REPO
+
+ELSEWHERE = BUILD / "figures"           # runs with other parameters: <ELSEWHERE>/<notebook>/<name=value,...>/
+_chosen: Path | None = None             # the folder use_outputs chose in this process (None: FIGURES)
 
 
 def figures_dir() -> Path:
-    d = Path(os.environ.get("KIT_FIGURES_DIR") or REPO / "figures")
+    """The folder figures and tables go to: ``KIT_FIGURES_DIR``, else the one :func:`use_outputs`
+    chose, else ``figures/`` (created with its ``tables/`` subfolder)."""
+    d = Path(os.environ.get("KIT_FIGURES_DIR") or _chosen or FIGURES)
     (d / "tables").mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def _committed_source(path: Path) -> str:
+    """The notebook's text as committed (``git show HEAD:``), else as on disk: an edited and
+    autosaved parameters cell does not count as the default."""
+    try:
+        out = subprocess.run(["git", "-C", str(path.parent), "show", f"HEAD:./{path.name}"],
+                             capture_output=True, text=True, timeout=30)
+        if out.returncode == 0:
+            return out.stdout
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return path.read_text(encoding="utf-8")
+
+
+def notebook_parameters(path: Path | str) -> dict[str, Any]:
+    """The defaults a notebook's ``parameters`` cell assigns (name → value, in cell order), read
+    with :mod:`ast` from the committed version of the file (the file on disk if it is not in git)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"notebook {path} not found: use_outputs needs the committed notebook "
+                                f"to read its default parameters")
+    nb = json.loads(_committed_source(path))
+    cells = [c for c in nb.get("cells", []) if c.get("cell_type") == "code"
+             and "parameters" in c.get("metadata", {}).get("tags", [])]
+    if len(cells) != 1:
+        raise ValueError(f"{path}: expected one code cell tagged 'parameters', found {len(cells)}")
+    src = cells[0]["source"]
+    defaults: dict[str, Any] = {}
+    for node in ast.parse("".join(src) if isinstance(src, list) else src).body:
+        target = node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else \
+            node.target if isinstance(node, ast.AnnAssign) and node.value is not None else None
+        if not isinstance(target, ast.Name):
+            continue
+        try:
+            defaults[target.id] = ast.literal_eval(node.value)
+        except (ValueError, TypeError, SyntaxError):
+            raise ValueError(f"{path}: parameter {target.id} = {ast.unparse(node.value)} is not a literal; "
+                             f"a parameters cell assigns plain values (derive the rest after it)") from None
+    return defaults
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal values of the same kind: 1 == 1.0, but True is not 1 and "0" is not 0."""
+    numbers = (int, float)
+    if isinstance(a, numbers) and isinstance(b, numbers) and not isinstance(a, bool) and not isinstance(b, bool):
+        return a == b
+    return type(a) is type(b) and a == b
+
+
+def _slug(changed: Mapping[str, Any]) -> str:
+    """``name=value,...`` as one safe folder name (a hash is added where characters were replaced)."""
+    def text(v: Any) -> str:
+        return "+".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
+    raw = ",".join(f"{k}={text(v)}" for k, v in changed.items())
+    safe = re.sub(r"[^A-Za-z0-9._=,+-]", "_", raw)
+    if safe != raw or len(safe) > 100:
+        safe = safe[:100] + "-" + hashlib.sha1(repr(sorted(changed.items())).encode()).hexdigest()[:8]
+    return safe
+
+
+def _elsewhere(path: Path, params: Mapping[str, Any]) -> tuple[dict[str, Any], Path | None]:
+    """The parameters whose value in ``params`` differs from the committed default (names absent
+    from ``params`` count as default) and the folder they send the outputs to (None: figures/)."""
+    changed = {k: params[k] for k, v in notebook_parameters(path).items() if k in params and not _same(params[k], v)}
+    return changed, (ELSEWHERE / path.stem / _slug(changed) if changed else None)
+
+
+def outputs_for(notebook: Path | str, params: Mapping[str, Any]) -> Path:
+    """The folder a run of ``notebook`` (a path to its ``.ipynb``) with ``params`` writes to:
+    ``KIT_FIGURES_DIR`` if set; ``figures/`` with the committed defaults; otherwise
+    ``build/figures/<notebook>/<name=value,...>/`` naming the parameters that differ."""
+    if os.environ.get("KIT_FIGURES_DIR"):
+        return Path(os.environ["KIT_FIGURES_DIR"])
+    return _elsewhere(Path(notebook), params)[1] or FIGURES
+
+
+def use_outputs(notebook: str, params: Mapping[str, Any], source: Path | str | None = None) -> Path:
+    """Call once right after a notebook's parameters, e.g. ``plots.use_outputs("03_self_aware_inpainting",
+    globals())``: with non-default parameters its figures and tables go to ``build/figures/...``
+    (printed once), never over the committed ones; returns :func:`figures_dir`."""
+    global _chosen
+    path = Path(source or NOTEBOOKS) / f"{notebook}.ipynb"
+    changed, _chosen = _elsewhere(path, params)
+    d = figures_dir()
+    if changed and not os.environ.get("KIT_FIGURES_DIR"):
+        shown = d.relative_to(REPO) if d.is_relative_to(REPO) else d
+        print(f"parameters differ from the committed notebook ({', '.join(f'{k}={v!r}' for k, v in changed.items())}): "
+              f"figures and tables go to {shown}/ (figures/ keeps the committed ones; set KIT_FIGURES_DIR to choose)")
     return d
 
 

@@ -14,10 +14,12 @@ top-50 image score, for
   i.e. CUDA graphs, for batch-1 latency).
 
 Every row also reports TFLOP/s from the FLOPs per image counted by
-:func:`flops_per_image` (for the paper presets: 2 × 0.563 + 0.076 = 1.20 TFLOP, 98 % of it
-convolutions). ``--breakdown`` times the UNet (batch 2B) and the segmentation net (batch B) alone
-to show where the time goes; ``--compile-mode`` and ``--coordinate-descent`` try inductor's
-autotuning. ``scripts/device_bench_diffusionad.sh`` runs the measurement plan in one GPU call.
+:func:`flops_per_image` with :func:`lib.core.flops.count_flops` (for the paper presets: 2 × 0.563 + 0.076
+= 1.20 TFLOP, 98 % of it convolutions; the same count on every torch version); the times come from
+:func:`lib.core.timing.throughput` (the device synchronised around every timed call). ``--breakdown``
+times the UNet (batch 2B) and the segmentation net (batch B) alone to show where the time goes;
+``--compile-mode`` and ``--coordinate-descent`` try inductor's autotuning.
+``scripts/device_bench_diffusionad.sh`` runs the measurement plan in one GPU call.
 
 It checks that the fast path computes the same function: anomaly maps and image scores of the
 embedded benchmark's test split, with the same noise, against the fp32 path (max |Δ|), and the
@@ -33,24 +35,38 @@ import json
 import math
 import sys
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from ..core.diffusion import Diffusion, make_betas
-from ..methods.diffusionad import norm_guided_core, image_score
+from ..core.checks import check_float, check_int
+from ..core.scoring import image_score
+from ..methods.diffusionad import norm_guided_core
 
-from ..core.paths import REPO
+from ..core.device import pick_device
+from ..core.flops import count_flops
+from ..core.metrics import image_auroc, pixel_auroc
+from ..core import nets
+from ..core.timing import throughput
 
 
-def make_pipeline(unet, seg, diffusion: Diffusion, t_s=200, t_b=400, w=1.0, one_call=True,
-                  dtype=None, k=50, model_dtype=None):
+def make_pipeline(unet: torch.nn.Module, seg: torch.nn.Module, diffusion: Diffusion, t_s: int = 200,
+                  t_b: int = 400, w: float = 1.0, one_call: bool = True, dtype: torch.dtype | None = None,
+                  k: int = 50, model_dtype: torch.dtype | None = None
+                  ) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
     """x, noise_s, noise_b → (anomaly map (B,H,W) float32, image score (B,)).
 
-    The same arithmetic as :func:`lib.diffusionad.norm_guided` (it calls its core), with the
-    coefficients for fixed t_s, t_b precomputed as Python floats so nothing touches the host.
+    The same arithmetic as :func:`lib.methods.diffusionad.norm_guided` (it calls its check-free core;
+    t_s, t_b, w and k are checked once here, when the pipeline is built), with the coefficients for
+    fixed t_s, t_b precomputed as Python floats so nothing touches the host; image score = mean of the
+    top-k map values (DiffusionAD's authors: k = 50).
     ``dtype`` runs everything under autocast; ``model_dtype`` instead expects networks whose
     weights were cast to that dtype and casts only at their boundaries (the arithmetic of
     eqs. 1, 6–8 and the score stay in float32; GroupNorm then runs in bf16 too)."""
+    t_s = check_int("t_s", t_s, 0, diffusion.T - 1)
+    t_b = check_int("t_b", t_b, t_s, diffusion.T - 1)
+    w, k = check_float("w", w, 0.0), check_int("k", k, 1)
     ab = diffusion.alpha_bar
     coefs = (math.sqrt(ab[t_s]), math.sqrt(1 - ab[t_s]), math.sqrt(ab[t_b]), math.sqrt(1 - ab[t_b]))
 
@@ -68,46 +84,49 @@ def make_pipeline(unet, seg, diffusion: Diffusion, t_s=200, t_b=400, w=1.0, one_
             pair = torch.cat([x, r.x0_g.to(x.dtype)], 1)
             logits = seg(pair if model_dtype is None else pair.to(model_dtype))
         amap = torch.sigmoid(logits.float())[:, 0]
-        return amap, image_score(amap, k)
+        return amap, image_score(amap, reduction="topk", k=k)
 
     return run
 
 
-def flops_per_image(unet, seg, image_size, device) -> dict:
-    """Floating-point operations of one image's norm-guided inference, counted by
-    :class:`torch.utils.flop_counter.FlopCounterMode` (convolutions, matmuls, attention): two UNet
-    forwards and one segmentation-net forward (the elementwise eqs. 1, 6–8 are not counted)."""
-    from torch.utils.flop_counter import FlopCounterMode
+def flops_per_image(unet: torch.nn.Module, seg: torch.nn.Module, image_size: int,
+                    device: str | torch.device) -> dict[str, int]:
+    """FLOPs of one image's norm-guided inference: image = 2 · unet_forward + seg_forward (DiffusionAD §IV-C).
 
+    Both noisings pass the UNet, the (image, reconstruction) pair the segmentation net; each forward
+    is counted by :func:`lib.core.flops.count_flops` (convolutions, linear layers, attention; the
+    elementwise eqs. 1, 6–8 are not counted)."""
+    image_size = check_int("image_size", image_size, 1)
     x = torch.zeros(1, 3, image_size, image_size, device=device)
-    with torch.no_grad():
-        with FlopCounterMode(display=False) as fc:
-            unet(x, torch.zeros(1, dtype=torch.long, device=device))
-        u = fc.get_total_flops()
-        with FlopCounterMode(display=False) as fc:
-            seg(torch.cat([x, x], 1))
-        s = fc.get_total_flops()
+    u = count_flops(unet, x, torch.zeros(1, dtype=torch.long, device=device))["total"]
+    s = count_flops(seg, torch.cat([x, x], 1))["total"]
     return {"unet_forward": u, "seg_forward": s, "image": 2 * u + s}
 
 
-def _load_models(args, device):
-    from ..core.nets import segmentation_net, unet
+def _device_label(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return "MPS" if device.type == "mps" else "CPU"
 
+
+def _load_models(args: argparse.Namespace,
+                 device: torch.device) -> tuple[torch.nn.Module, torch.nn.Module, Diffusion, str]:
     torch.manual_seed(args.seed)
     if args.checkpoint:
         from ..methods.diffusionad import load_diffusionad
 
         m = load_diffusionad(args.checkpoint)
         return m.unet, m.seg, m.diffusion, f"trained checkpoint {args.checkpoint}"
-    u = unet(args.preset, args.image_size)
-    s = segmentation_net(args.seg_preset)
+    u = nets.unet(args.preset, args.image_size)
+    s = nets.segmentation_net(args.seg_preset)
     return u, s, Diffusion(make_betas("linear", 1000)), "random weights"
 
 
-def _eval_set(args):
+def _eval_set(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Images, masks and labels of ``--category``'s test split of the embedded benchmark at ``--image-size``."""
     from .. import data as kit_data
 
-    root = kit_data.embedded_benchmark(image_size=args.image_size)
+    root = kit_data.embedded_benchmark(size=args.image_size)
     cat = kit_data.load_category(root, args.category, image_size=args.image_size)
     x = kit_data.to_tensor(cat.test.images)
     masks = torch.as_tensor(cat.test.masks)
@@ -115,18 +134,15 @@ def _eval_set(args):
     return x, masks, labels
 
 
-def bench_diffusionad(args) -> list[dict]:
-    from ..core.metrics import image_auroc, pixel_auroc, throughput
-    from ..core.device import pick_device
-    from ..core.nets import count_parameters
-
+def bench_diffusionad(args: argparse.Namespace) -> tuple[list[dict], dict]:
+    """Rows (one per inference path) and run metadata of the DiffusionAD speed benchmark (see the module docstring)."""
     device = pick_device(args.device)
     unet32, seg32, diffusion, weights = _load_models(args, device)
     unet32.to(device).eval().requires_grad_(False)
     seg32.to(device).eval().requires_grad_(False)
-    print(f"device: {torch.cuda.get_device_name() if device.type == 'cuda' else 'CPU'}; UNet "
-          f"{args.preset} {count_parameters(unet32) / 1e6:.1f} M params, seg net {args.seg_preset} "
-          f"{count_parameters(seg32) / 1e6:.1f} M, {args.image_size}², {weights}", flush=True)
+    print(f"device: {_device_label(device)}; UNet "
+          f"{args.preset} {nets.count_parameters(unet32) / 1e6:.1f} M params, seg net {args.seg_preset} "
+          f"{nets.count_parameters(seg32) / 1e6:.1f} M, {args.image_size}², {weights}", flush=True)
     gpu = device.type == "cuda"
     flops = flops_per_image(unet32, seg32, args.image_size, device)
     print(f"FLOPs per image: UNet forward {flops['unet_forward'] / 1e12:.4f} T × 2 + seg net "
@@ -140,18 +156,30 @@ def bench_diffusionad(args) -> list[dict]:
     n_s = torch.randn(x_eval.shape, generator=g)
     n_b = torch.randn(x_eval.shape, generator=g)
 
-    ref = make_pipeline(unet32, seg32, diffusion, one_call=False)
-    with torch.no_grad():
-        ref_maps, ref_scores = [], []
-        for i in range(len(x_eval)):
-            a, s = ref(x_eval[i:i + 1].to(device), n_s[i:i + 1].to(device), n_b[i:i + 1].to(device))
-            ref_maps.append(a.cpu())
-            ref_scores.append(s.cpu())
-        ref_maps, ref_scores = torch.cat(ref_maps), torch.cat(ref_scores)
+    Pipeline = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
+    def eval_maps(fn: Pipeline, batch: int, channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Maps and scores of the eval set through ``fn`` in chunks of ``batch`` (the last one padded)."""
+        maps, scores = [], []
+        n = len(x_eval)
+        with torch.no_grad():
+            for i in range(0, n, batch):
+                idx = torch.arange(i, i + batch).clamp(max=n - 1)
+                xb, sb, bb = (t[idx].to(device) for t in (x_eval, n_s, n_b))
+                if channels_last:
+                    xb, sb, bb = (t.contiguous(memory_format=torch.channels_last) for t in (xb, sb, bb))
+                a, s = fn(xb, sb, bb)
+                take = min(batch, n - i)
+                maps.append(a[:take].float().cpu())
+                scores.append(s[:take].float().cpu())
+        return torch.cat(maps), torch.cat(scores)
+
+    ref = make_pipeline(unet32, seg32, diffusion, one_call=False)
+    ref_maps, ref_scores = eval_maps(ref, 1, False)
     rows = []
 
-    def record(name, fn, batch, check=None, per_image=flops["image"]):
+    def record(name: str, fn: Pipeline, batch: int, check: dict | None = None,
+               per_image: int = flops["image"]) -> dict:
         x = torch.randn(batch, 3, H, W, device=device).clamp(-1, 1)
         xs = x.contiguous(memory_format=torch.channels_last) if "channels-last" in name else x
 
@@ -176,21 +204,9 @@ def bench_diffusionad(args) -> list[dict]:
               f"{ms:9.2f} ms/call (first call {first:.1f} s)", flush=True)
         return row
 
-    def check(fn, batch, channels_last):
-        """Maps/scores of the eval set through ``fn`` in chunks of ``batch`` (padded), vs fp32."""
-        maps, scores = [], []
-        n = len(x_eval)
-        with torch.no_grad():
-            for i in range(0, n, batch):
-                idx = torch.arange(i, i + batch).clamp(max=n - 1)
-                xb, sb, bb = (t[idx].to(device) for t in (x_eval, n_s, n_b))
-                if channels_last:
-                    xb, sb, bb = (t.contiguous(memory_format=torch.channels_last) for t in (xb, sb, bb))
-                a, s = fn(xb, sb, bb)
-                take = min(batch, n - i)
-                maps.append(a[:take].float().cpu())
-                scores.append(s[:take].float().cpu())
-        maps, scores = torch.cat(maps), torch.cat(scores)
+    def check(fn: Pipeline, batch: int, channels_last: bool) -> dict:
+        """Maps/scores of the eval set through ``fn`` vs the fp32 reference (max |Δ|), and their AUROCs."""
+        maps, scores = eval_maps(fn, batch, channels_last)
         out = {"max_abs_map_diff": (maps - ref_maps).abs().max().item(),
                "max_abs_score_diff": (scores - ref_scores).abs().max().item()}
         if labels.min() != labels.max():
@@ -226,11 +242,11 @@ def bench_diffusionad(args) -> list[dict]:
         tag = ("bf16 autocast" if dtype is not None else "fp32") + ", channels-last" + (", frozen" if args.freeze else "")
     if args.coordinate_descent:
         tag += ", coordinate-descent tuning"
-    def guarded(name, fn, batch):
+    def guarded(name: str, fn: Pipeline, batch: int) -> None:
         """A batch that does not fit is reported as such, and the run goes on."""
         try:
             record(name, fn, batch, check(fn, batch, True))
-        except torch.OutOfMemoryError:
+        except torch.cuda.OutOfMemoryError:  # the name every allowed torch (>= 2.2) has
             print(f"  {name:58s} batch {batch:4d}: out of memory", flush=True)
             rows.append({"path": name + " (out of memory)", "batch": batch, "images_per_s": float("nan")})
             torch.cuda.empty_cache()
@@ -238,7 +254,7 @@ def bench_diffusionad(args) -> list[dict]:
             print(f"  {name:58s} batch {batch:4d}: FAILED {type(e).__name__}: {str(e)[:300]}", flush=True)
             rows.append({"path": name + f" (failed: {type(e).__name__})", "batch": batch, "images_per_s": float("nan")})
 
-    def _breakdown(B):
+    def _breakdown(B: int) -> None:
         """Where the time goes: each network alone, compiled like the fast path, at the batch it
         sees inside the pipeline (the UNet: 2B, both noisings; the segmentation net: B). Its
         images/s is the pipeline's ceiling if that network were the only cost."""
@@ -259,7 +275,7 @@ def bench_diffusionad(args) -> list[dict]:
             try:
                 record(f"component: {name}, compiled ({args.compile_mode}) {tag}",
                        torch.compile(fn, mode=mode), B, per_image=per_image)
-            except torch.OutOfMemoryError:
+            except torch.cuda.OutOfMemoryError:  # the name every allowed torch (>= 2.2) has
                 print(f"  component {name}: out of memory", flush=True)
                 torch.cuda.empty_cache()
             torch._dynamo.reset()
@@ -282,17 +298,18 @@ def bench_diffusionad(args) -> list[dict]:
             r["speedup_vs_paper_setting"] = r["images_per_s"] / base["images_per_s"]
         elif r["path"].startswith("component: UNet"):
             r["unet_forwards_per_s"] = 2 * r["images_per_s"]      # comparable with single-UNet figures
-    return rows, {"device": torch.cuda.get_device_name() if gpu else "CPU", "weights": weights,
+    return rows, {"device": _device_label(device), "weights": weights,
                   "preset": args.preset, "seg_preset": args.seg_preset, "image_size": args.image_size,
-                  "unet_params": count_parameters(unet32), "seg_params": count_parameters(seg32),
+                  "unet_params": nets.count_parameters(unet32), "seg_params": nets.count_parameters(seg32),
                   "tflop_per_image": flops["image"] / 1e12, "torch": torch.__version__}
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> None:
+    """``python -m lib.bench diffusionad [options]``: run the benchmark, save its table under figures/tables/timing/."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("what", choices=["diffusionad"])
-    p.add_argument("--device", default=None, help="cuda / cpu (default: cuda if present)")
-    p.add_argument("--preset", default="paper", help="UNet preset (lib.models.UNET_PRESETS)")
+    p.add_argument("--device", default=None, help="auto (default: cuda → mps → cpu), cuda, cuda:N, mps or cpu")
+    p.add_argument("--preset", default="paper", help="UNet preset (lib.core.nets.UNET_PRESETS)")
     p.add_argument("--seg-preset", default="paper")
     p.add_argument("--image-size", type=int, default=256)
     p.add_argument("--checkpoint", default=None, help="a DiffusionAD checkpoint instead of random weights")
@@ -319,15 +336,18 @@ def main(argv=None):
     p.add_argument("--json", default=None, help="also write the rows as JSON here")
     a = p.parse_args(argv)
     a.batches = sorted(int(b) for b in a.batches.split(","))
-    if a.device in (None, "", "auto") and not torch.cuda.is_available():
-        print("note: no CUDA device here; running on CPU and reporting CPU figures", file=sys.stderr)
-    rows, meta = bench_diffusionad(a)
+    if a.device in (None, "", "auto") and pick_device().type == "cpu":
+        print("note: no CUDA or MPS device here; running on CPU and reporting CPU figures", file=sys.stderr)
+    try:
+        rows, meta = bench_diffusionad(a)
+    except ValueError as e:  # a bad --device, --preset, --image-size, ...: say so, exit with status 2
+        p.error(str(e))
     import pandas as pd
 
     from ..show.figures import save_table
 
     df = pd.DataFrame(rows)
-    dev = "gpu" if meta["device"] != "CPU" else "cpu"
+    dev = "cpu" if meta["device"] == "CPU" else "gpu"
     cap = (f"DiffusionAD norm-guided inference on {meta['device']} ({meta['preset']} UNet "
            f"{meta['unet_params'] / 1e6:.1f} M params, {meta['seg_preset']} seg net "
            f"{meta['seg_params'] / 1e6:.1f} M, {meta['image_size']}², {meta['tflop_per_image']:.3f} TFLOP "

@@ -1,9 +1,12 @@
+from dataclasses import replace
+
 import pytest
 import torch
 
 from diffusers.models.attention_processor import Attention
 
 from lib.core.device import pick_device
+from lib.core.flops import count_flops
 from lib.core.nets import UNET_PRESETS, count_parameters, set_attention_heads, unet
 
 
@@ -63,53 +66,89 @@ def authors_unet_parameters(base=128, mults=(1, 1, 2, 2, 4, 4), blocks=2, attn_d
     return n + 2 * ch + ch * cin * 9 + cin                       # output norm and conv
 
 
-def authors_unet_flops(size, base=128, mults=(1, 1, 2, 2, 4, 4), blocks=2, attn_levels=(3, 4, 5), cin=3):
-    """Multiply-adds × 2 of one forward of the same UNet at size², walked from its definition:
-    3×3 / 1×1 convolutions at the resolution they run at (BigGAN down-blocks convolve after
-    pooling, up-blocks after upsampling), the time-embedding Linears, attention's four
-    projections (8·N·C²) and its two N×N products (4·N²·C)."""
+def authors_unet_flops(size, base=128, mults=(1, 1, 2, 2, 4, 4), blocks=2, attn_levels=(3, 4, 5), cin=3,
+                       time_outputs=1):
+    """Multiply-adds × 2 of one forward of the same UNet at size², walked from its definition, as
+    (layers, attention products): the layers are the 3×3 / 1×1 convolutions at the resolution they run
+    at (BigGAN down-blocks convolve after pooling, up-blocks after upsampling), the time-embedding
+    Linears (E → time_outputs·C per ResBlock: 1 for the authors' additive embedding, 2 for a
+    scale-shift norm) and attention's four projections (8·N·C²); the products are attention's two
+    N×N products Q Kᵀ and softmax·V (4·N²·C)."""
     E = 4 * base
 
     def res(i, o, r):
-        return 2 * 9 * r * r * (i * o + o * o) + (2 * i * o * r * r if i != o else 0) + 2 * E * o
+        return 2 * 9 * r * r * (i * o + o * o) + (2 * i * o * r * r if i != o else 0) + 2 * E * time_outputs * o
 
     def attn(c, r):
-        return 8 * r * r * c * c + 4 * r ** 4 * c
+        return 8 * r * r * c * c
+
+    def products(c, r):
+        return 4 * r ** 4 * c
 
     f = 2 * base * E + 2 * E * E + 2 * 9 * cin * base * size * size
+    p = 0
     ch, chans = base, [base]
     for lvl, m in enumerate(mults):
         r = size >> lvl
         for _ in range(blocks):
-            f += res(ch, base * m, r) + (attn(base * m, r) if lvl in attn_levels else 0)
+            if lvl in attn_levels:
+                f, p = f + attn(base * m, r), p + products(base * m, r)
+            f += res(ch, base * m, r)
             ch = base * m
             chans.append(ch)
         if lvl != len(mults) - 1:
             f += res(ch, ch, r // 2)
             chans.append(ch)
     r = size >> (len(mults) - 1)
-    f += 2 * res(ch, ch, r) + attn(ch, r)
+    f, p = f + 2 * res(ch, ch, r) + attn(ch, r), p + products(ch, r)
     for lvl in reversed(range(len(mults))):
         r = size >> lvl
         for j in range(blocks + 1):
             o = base * mults[lvl]
-            f += res(ch + chans.pop(), o, r) + (attn(o, r) if lvl in attn_levels else 0)
+            if lvl in attn_levels:
+                f, p = f + attn(o, r), p + products(o, r)
+            f += res(ch + chans.pop(), o, r)
             ch = o
             if lvl and j == blocks:
                 f += res(ch, ch, 2 * r)
-    return f + 2 * 9 * ch * cin * size * size
+    return f + 2 * 9 * ch * cin * size * size, p
+
+
+def paper_unet_flops_64():
+    """lib's count (lib.core.flops.count_flops) of one forward of the `paper` preset at 64²."""
+    return count_flops(unet("paper", 64).eval(), torch.zeros(1, 3, 64, 64), torch.zeros(1, dtype=torch.long))
 
 
 def test_paper_unet_flops_match_the_authors_layout():
-    """lib.tools.bench's FLOP count (torch's FlopCounterMode) equals the walk above (at 64² to stay cheap;
-    at 256² both give 0.5632 TFLOP per forward)."""
-    from lib.tools.bench import flops_per_image
-    from lib.core.nets import segmentation_net
+    """lib.core.flops.count_flops equals the walk above (at 64² to stay cheap; at 256² the walk gives
+    0.5632 TFLOP per forward), on every torch the package allows (torch>=2.2).
 
-    f = flops_per_image(unet("paper", 64).eval(), segmentation_net("tiny").eval(), 64, torch.device("cpu"))
-    assert f["unet_forward"] == authors_unet_flops(64)
-    assert authors_unet_flops(256) == 563_174_703_104
-    assert f["image"] == 2 * f["unet_forward"] + f["seg_forward"] and f["seg_forward"] > 0
+    The torch-version issue: torch's FlopCounterMode alone counts attention differently between versions.
+    On torch 2.14.1 (CPU) F.scaled_dot_product_attention runs aten._scaled_dot_product_flash_attention_for_cpu,
+    which FlopCounterMode has no formula for, so attention's N×N products counted 0 and the total came out
+    23,789,568 FLOPs short (34,830,811,136 instead of 34,854,600,704); where attention runs unfused the
+    products are counted as bmm. So the layers (convolutions and linear layers, whose counts are the same on
+    every version) are compared with the walk on their own, and attention's products separately: count_flops
+    gives every fused attention kernel the formula of lib.core.flops.attention_flops, and an unfused
+    attention's bmm counts the same (tests/core/test_flops.py checks both kernels give one number).
+    """
+    f = paper_unet_flops_64()
+    layers, products = authors_unet_flops(64)
+    assert f["convolution"] + f["matmul"] == layers
+    assert f["attention"] + f["batched_matmul"] == products == 23_789_568
+    assert f["other"] == 0 and f["total"] == layers + products
+    assert sum(authors_unet_flops(256)) == 563_174_703_104
+
+
+def test_flop_walk_tells_the_scale_shift_layout_apart(monkeypatch):
+    """The old layout (time embedding → scale and shift of the norm: Linear(E, 2C) per ResBlock) counts
+    13 MFLOP more at 64²: the comparison above would fail on it, and the walk with two outputs matches it."""
+    monkeypatch.setitem(UNET_PRESETS, "paper", replace(UNET_PRESETS["paper"], resnet_time_scale_shift="scale_shift"))
+    f = paper_unet_flops_64()
+    layers, _ = authors_unet_flops(64)
+    scale_shift_layers, _ = authors_unet_flops(64, time_outputs=2)
+    assert f["convolution"] + f["matmul"] == scale_shift_layers
+    assert scale_shift_layers - layers == 13_238_272
 
 
 def test_set_attention_heads_is_multi_head_attention():

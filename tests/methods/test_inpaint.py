@@ -10,18 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from lib.core.diffusion import Diffusion, _randn, eps_fn
+from lib.core.diffusion import Diffusion, denoise_from, eps_fn, randn, reverse_pairs
+from lib.core.scoring import reconstruction_error
 from lib.methods.inpaint import (
     SelfAwareResult,
-    basic_denoise,
-    image_score,
     inpaint,
     inpaint_with_diffusers,
     keep_from_mask,
-    multiscale_error_map,
     noise_misprediction,
     percentile_maps,
-    reconstruction_error,
     self_aware_mask,
     self_aware_reconstruct,
     shared_noise,
@@ -83,13 +80,14 @@ def tiny():
 
 
 # ------------------------------------------------------------------------------ basic denoising (ch. 3)
-def test_basic_denoise_is_exact_with_an_oracle_model(diffusion):
+def test_basic_denoising_is_exact_with_an_oracle_model(diffusion):
+    """The thesis' basic approach is lib.core.diffusion.denoise_from (noise to t, ancestral DDPM back)."""
     x = images(0)
     oracle = lambda x_t, t: diffusion.eps_from_x0(x_t, t.cpu(), x)  # noqa: E731  knows x0
     for t in (0, 7, 49):
-        assert maxdiff(basic_denoise(oracle, x, diffusion, t, gen(1)), x) <= 1e-5
+        assert maxdiff(denoise_from(oracle, x, diffusion, t, generator=gen(1)), x) <= 1e-5
     stub = Stub()
-    x_hat = basic_denoise(stub, x, diffusion, 9, gen(1))
+    x_hat = denoise_from(stub, x, diffusion, 9, generator=gen(1))
     assert [c[1][0].item() for c in stub.calls] == list(range(9, -1, -1))
     assert maxdiff(x_hat, x) > 1e-2  # a wrong model does not reproduce x
     err = reconstruction_error(x, x_hat)
@@ -107,11 +105,11 @@ def test_inpaint_step_by_step(diffusion, init):
     assert [(st.s, st.n) for st in steps] == [(s, n) for s in range(t, -1, -1) for n in range(1, N + 1)]
     assert len(stub.calls) == N * (t + 1)
     replay = gen(5)
-    eps0 = _randn(x.shape, replay, "cpu")
+    eps0 = randn(x.shape, replay, "cpu")
     start = diffusion.q_sample(keep * x if init == "masked" else x, t, eps0)
     assert torch.equal(stub.calls[0][0], start)
     for i, st in enumerate(steps):
-        z = _randn(x.shape, replay, "cpu")
+        z = randn(x.shape, replay, "cpu")
         assert torch.equal(st.noise, z)
         want_known = diffusion.q_sample(x, st.s - 1, z) if st.s >= 1 else x
         assert maxdiff(st.known, want_known) == 0
@@ -119,9 +117,9 @@ def test_inpaint_step_by_step(diffusion, init):
         assert maxdiff((1 - keep) * st.x_prev, (1 - keep) * st.unknown) <= 1e-7
         eps_theta = stub.calls[i][0] * 0.1 + 1e-3 * st.s
         z_arg = z if st.s >= 1 else None
-        assert maxdiff(st.unknown, diffusion.ddpm_step(eps_theta, st.s, stub.calls[i][0], z_arg).x_prev) <= 1e-6
+        assert maxdiff(st.unknown, diffusion.ddpm_step(eps_theta, st.s, stub.calls[i][0], noise=z_arg).x_prev) <= 1e-6
         if st.n < N:  # undo: one forward step with β_s and a fresh z'
-            z2 = _randn(x.shape, replay, "cpu")
+            z2 = randn(x.shape, replay, "cpu")
             assert maxdiff(stub.calls[i + 1][0], diffusion.q_step(st.x_prev, st.s, z2)) <= 1e-7
             assert stub.calls[i + 1][1][0].item() == st.s
         elif i + 1 < len(steps):
@@ -144,12 +142,12 @@ def test_n_resample_1_is_a_plain_masked_pass_and_n_scales_calls(diffusion):
     got = inpaint(stub, x, keep, diffusion, t, 1, gen(2))
     assert len(stub.calls) == t + 1
     g = gen(2)  # reference: masked start, then one merge per step, no undo
-    x_s = diffusion.q_sample(keep * x, t, _randn(x.shape, g, "cpu"))
+    x_s = diffusion.q_sample(keep * x, t, randn(x.shape, g, "cpu"))
     ref = Stub()
     for s in range(t, -1, -1):
         eps_theta = ref(x_s, torch.full((2,), s))
-        z = _randn(x.shape, g, "cpu")
-        unknown = diffusion.ddpm_step(eps_theta, s, x_s, z).x_prev
+        z = randn(x.shape, g, "cpu")
+        unknown = diffusion.ddpm_step(eps_theta, s, x_s, noise=z).x_prev
         known = diffusion.q_sample(x, s - 1, z) if s else x
         x_s = keep * known + (1 - keep) * unknown
     assert maxdiff(got, x_s) <= 1e-6
@@ -182,7 +180,7 @@ def test_inpaint_matches_diffusers_repaint(diffusion, tiny, init):
     x = images(0, (2, 3, 32, 24))
     keep = keep_mask(1, (2, 3, 32, 24))
     ours = inpaint(eps_fn(tiny), x, keep, diffusion, 8, 3, gen(3), init=init, clip_x0=False)
-    ref = inpaint_with_diffusers(tiny, x, keep, diffusion, 8, 3, gen(3), init=init, clip_sample=False)
+    ref = inpaint_with_diffusers(tiny, x, keep, diffusion, 8, 3, gen(3), init=init, clip_x0=False)
     assert maxdiff(ours, ref) <= 1e-5
     assert torch.equal(keep * ref, keep * x)
 
@@ -192,12 +190,12 @@ def test_diffusers_clipping_difference_is_only_the_ddim_form(diffusion, monkeypa
     |x̂0| > 1; swapping our step for ``ddim_step(eta=1)`` reproduces diffusers."""
     x, keep = images(0), keep_mask(1)
     big = StubUNet(offset=3.0)  # x̂0 ≈ x_t - 3·√(1-ᾱ_t)/√ᾱ_t: partly below -1 at t ~ 100
-    ref = inpaint_with_diffusers(big, x, keep, diffusion, 100, 2, gen(4), init="noised", clip_sample=True)
+    ref = inpaint_with_diffusers(big, x, keep, diffusion, 100, 2, gen(4), init="noised", clip_x0=True)
     ours = inpaint(big.eps, x, keep, diffusion, 100, 2, gen(4), init="noised", clip_x0=True)
     assert maxdiff(ours, ref) > 1e-3
     d2 = Diffusion(diffusion.betas)
-    monkeypatch.setattr(d2, "ddpm_step", lambda e, s, xs, z, t_prev=None, clip_x0=True:
-                        d2.ddim_step(e, s, s - 1 if t_prev is None else t_prev, xs, eta=1.0, noise=z,
+    monkeypatch.setattr(d2, "ddpm_step", lambda e, s, xs, *, t_prev=None, noise=None, clip_x0=True:
+                        d2.ddim_step(e, s, xs, t_prev=s - 1 if t_prev is None else t_prev, eta=1.0, noise=noise,
                                      clip_x0=clip_x0))
     ours_ddim = inpaint(big.eps, x, keep, d2, 100, 2, gen(4), init="noised", clip_x0=True)
     assert maxdiff(ours_ddim, ref) <= 1e-6
@@ -208,13 +206,13 @@ def test_diffusers_schedule_does_not_resample_its_top_timestep():
     x, keep, N = images(0), keep_mask(1), 3
     for t, want in [(5, N * 6), (7, 1 + N * 7)]:
         u = StubUNet()
-        inpaint_with_diffusers(u, x, keep, d, t, N, gen(0), clip_sample=False)
+        inpaint_with_diffusers(u, x, keep, d, t, N, gen(0), clip_x0=False)
         assert u.n == want
         stub = Stub()
         inpaint(stub, x, keep, d, t, N, gen(0))
         assert len(stub.calls) == N * (t + 1)
     u, stub = StubUNet(), Stub()  # t < T-1: identical
-    a = inpaint_with_diffusers(u, x, keep, d, 6, N, gen(0), clip_sample=False)
+    a = inpaint_with_diffusers(u, x, keep, d, 6, N, gen(0), clip_x0=False)
     assert maxdiff(a, inpaint(stub, x, keep, d, 6, N, gen(0), clip_x0=False)) <= 1e-6
 
 
@@ -288,55 +286,6 @@ def test_threshold_map_and_self_aware_reconstruct(diffusion):
     assert torch.equal(res.x_hat[kept], x[kept])  # only the suspected anomaly is regenerated
 
 
-# ------------------------------------------------------------------------------ §3.1.3 anomaly map
-def test_multiscale_map_zero_for_identical_images():
-    x = images(0, (2, 3, 32, 24))
-    amap = multiscale_error_map(x, x.clone(), filter_size=5)
-    assert amap.shape == (2, 32, 24) and amap.abs().max().item() == 0
-    assert torch.equal(image_score(amap), torch.zeros(2))
-
-
-@pytest.mark.parametrize("pixel", [(13, 9), (20, 5), (3, 17)])
-def test_multiscale_map_peaks_at_a_single_changed_pixel(pixel):
-    x = images(0, (1, 3, 32, 24))
-    x_hat = x.clone()
-    x_hat[0, :, pixel[0], pixel[1]] += 0.5
-    flat = multiscale_error_map(x, x_hat, filter_size=1)[0]
-    assert divmod(flat.argmax().item(), 24) == pixel
-    s = 3
-    smooth = multiscale_error_map(x, x_hat, filter_size=s)[0]
-    r, c = divmod(smooth.argmax().item(), 24)
-    assert abs(r - pixel[0]) <= s // 2 and abs(c - pixel[1]) <= s // 2
-    assert image_score(smooth[None]).item() == smooth.max().item()
-
-
-@pytest.mark.parametrize("s", [3, 5])
-def test_mean_filter_is_s_by_s(s):
-    x = torch.zeros(1, 3, 20, 16)
-    x_hat = x.clone()
-    x_hat[0, :, 10, 7] = 0.9
-    amap = multiscale_error_map(x, x_hat, scales=(1,), filter_size=s)[0]
-    want = torch.zeros(20, 16)
-    want[10 - s // 2:10 + s // 2 + 1, 7 - s // 2:7 + s // 2 + 1] = 0.9 / s**2
-    assert maxdiff(amap, want) <= 1e-7
-    x_hat[0, :, 0, 0] = 0.6  # at the border only the in-image pixels are averaged
-    amap = multiscale_error_map(x, x_hat, scales=(1,), filter_size=s)[0]
-    assert amap[0, 0].item() == pytest.approx(0.6 / (s // 2 + 1) ** 2)
-    assert torch.equal(multiscale_error_map(x, x_hat, scales=(1,), filter_size=1)[0],
-                       reconstruction_error(x, x_hat)[0])
-    with pytest.raises(ValueError, match="odd"):
-        multiscale_error_map(x, x_hat, filter_size=4)
-
-
-def test_multiscale_map_downsamples_images_before_the_error():
-    """At scale 1/2 a ±d checkerboard averages out in each 2×2 block: no error at that scale."""
-    x = torch.zeros(1, 3, 8, 8)
-    board = (torch.arange(8)[:, None] + torch.arange(8)[None]) % 2 * 2 - 1.0
-    amap = multiscale_error_map(x, x + 0.1 * board, scales=(0.5,), filter_size=1)
-    assert amap.abs().max().item() <= 1e-7
-    assert multiscale_error_map(x, x + 0.1 * board, scales=(1,), filter_size=1).min().item() == pytest.approx(0.1)
-
-
 def test_respaced_inpaint_keeps_known_region_and_counts_calls(diffusion):
     """num_steps respacing (quick profile): known part = q(x_{s_prev} | x) at every step, N·num_steps calls,
     output = x where keep = 1, and num_steps = t+1 is exactly the un-respaced chain."""
@@ -355,10 +304,64 @@ def test_respaced_inpaint_keeps_known_region_and_counts_calls(diffusion):
                   callback=steps.append)
     assert len(calls) == 30 and sorted(set(calls), reverse=True)[0] == 49 and min(calls) == 0
     for st in steps:
-        s_prev = [b for a, b in __import__("lib.core.diffusion", fromlist=["reverse_pairs"]).reverse_pairs(49, 10) if a == st.s][0]
+        s_prev = [b for a, b in reverse_pairs(49, 10) if a == st.s][0]
         want = diffusion.q_sample(x, s_prev, st.noise) if s_prev >= 0 else x
         assert torch.allclose(st.known, want) and torch.allclose(keep * st.x_prev, keep * want)
     assert torch.equal(keep * out, keep * x)
     a = inpaint(stub, x, keep, diffusion, 12, 2, torch.Generator().manual_seed(5))
     b = inpaint(stub, x, keep, diffusion, 12, 2, torch.Generator().manual_seed(5), num_steps=13)
     assert torch.equal(a, b)
+
+
+# ------------------------------------------------------------------------------ range checks at the entries
+def test_inpaint_entries_check_their_arguments(diffusion):
+    x, keep = images(0), keep_mask(1)
+    nan_x = x.clone()
+    nan_x[0, 1, 2, 3] = float("nan")
+    eps = shared_noise(16, 12, gen(0))
+    cases = [
+        (lambda: inpaint(Stub(), x, keep, diffusion, -1, 1, gen(1)), r"t must be an integer in \[0, 999\], got -1"),
+        (lambda: inpaint(Stub(), x, keep, diffusion, 49.0, 1, gen(1)), r"t must be an integer .*got 49.0"),
+        (lambda: inpaint(Stub(), x, keep, diffusion, 9, 0, gen(1)), r"n_resample must be an integer >= 1, got 0"),
+        (lambda: inpaint(Stub(), x, keep, diffusion, 9, 2, gen(1), num_steps=11), r"num_steps .*\[1, 10\].*11"),
+        (lambda: inpaint(Stub(), x, keep, diffusion, 9, 2, 7), r"generator must be a torch.Generator"),
+        (lambda: inpaint(Stub(), nan_x, keep, diffusion, 9, 2, gen(1)), r"x holds 1 NaN"),
+        (lambda: inpaint(Stub(), x[:0], keep[:0], diffusion, 9, 2, gen(1)), r"x is an empty batch"),
+        (lambda: inpaint(Stub(), x, keep * float("nan"), diffusion, 9, 2, gen(1)), r"keep must lie in \[0, 1\]"),
+        (lambda: shared_noise(0, 12, gen(0)), r"height must be an integer >= 1, got 0"),
+        (lambda: noise_misprediction(Stub(), nan_x, diffusion, 10, 12, eps), r"x holds 1 NaN"),
+        (lambda: noise_misprediction(Stub(), x, diffusion, 12, 10, eps), r"t_end must be an integer in \[12, 999\], got 10"),
+        (lambda: noise_misprediction(Stub(), x, diffusion, 10, 1000, eps), r"t_end .*got 1000"),
+        (lambda: noise_misprediction(Stub(), x, diffusion, -1, 10, eps), r"t_start must be an integer in \[0, 999\], got -1"),
+        (lambda: noise_misprediction(Stub(), x, diffusion, 10, 12, eps, t_stride=0), r"t_stride must be an integer >= 1"),
+        (lambda: noise_misprediction(Stub(), x, diffusion, 10, 12, eps, batch_size=0), r"batch_size must be an integer >= 1"),
+        (lambda: threshold_map(Stub(), x, diffusion, 10, 12, 0.8, eps, batch_size=0), r"batch_size must be an integer >= 1"),
+        (lambda: threshold_map(Stub(), x, diffusion, 10, 12, float("nan"), eps), r"p must lie in \[0, 1\]"),
+        (lambda: threshold_map(Stub(), x, diffusion, 10, 12, 1.5, eps), r"p must lie in \[0, 1\].*1.5"),
+        (lambda: threshold_map(Stub(), x, diffusion, 10, 12, -0.1, eps), r"p must lie in \[0, 1\]"),
+    ]
+    for call, msg in cases:
+        with pytest.raises(ValueError, match=msg):
+            call()
+
+
+def test_inpaint_with_diffusers_refuses_bad_input_before_diffusers_runs(diffusion, tiny):
+    """An empty batch, a NaN pixel or a size the UNet cannot down-sample (tiny: by 8) → ValueError, no UNet call."""
+    x = images(0, (2, 3, 32, 24))
+    keep = keep_mask(1, (2, 3, 32, 24))
+    calls = []
+    hook = tiny.register_forward_pre_hook(lambda *a: calls.append(1))
+    try:
+        with pytest.raises(ValueError, match="empty batch"):
+            inpaint_with_diffusers(tiny, x[:0], keep[:0], diffusion, 5, 2, gen(0))
+        with pytest.raises(ValueError, match=r"x is 30×24, but this network down-samples by 8"):
+            inpaint_with_diffusers(tiny, x[:, :, :30], keep[:, :, :30], diffusion, 5, 2, gen(0))
+        nan_x = x.clone()
+        nan_x[1, 0, 5, 5] = float("nan")
+        with pytest.raises(ValueError, match="x holds 1 NaN"):
+            inpaint_with_diffusers(tiny, nan_x, keep, diffusion, 5, 2, gen(0))
+        with pytest.raises(ValueError, match=r"down-samples by 8"):   # our own loop, through eps_fn
+            inpaint(eps_fn(tiny), x[:, :, :30], keep[:, :, :30], diffusion, 5, 2, gen(0))
+    finally:
+        hook.remove()
+    assert calls == []
