@@ -1,8 +1,8 @@
 """Data layer: the embedded benchmark, the MVTec-layout loader, synthetic training anomalies.
 
 Modules: ``benchmark`` (category registry, generator, dataset card), ``loader`` (any MVTec AD-layout
-folder -> arrays), the category families ``panel``, ``strip``, ``textures`` with their shared
-``draw`` primitives and ``defects``, and ``synth`` (the pseudo-anomalies methods train on).
+folder -> arrays), the category families ``panel``, ``strip``, ``textures`` and (benchmark version 3)
+``objects``, with their shared ``draw`` primitives and ``defects``, and ``synth`` (the pseudo-anomalies methods train on).
 """
 
 from .benchmark import *  # noqa: F401,F403

@@ -19,8 +19,8 @@ from typing import Callable, NamedTuple
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["Defect", "Recipe", "CategorySpec", "square", "stream", "grid", "blob", "path_distance",
-           "walk", "inside", "apply_defect"]
+__all__ = ["Defect", "Recipe", "CategorySpec", "Scene", "square", "stream", "grid", "blob", "path_distance",
+           "walk", "inside", "inside_mask", "light_field", "lighting", "coverage", "apply_defect"]
 
 Shape = tuple[int, int]
 
@@ -34,12 +34,24 @@ class Defect(NamedTuple):
     min_delta: int
 
 
+class Scene(NamedTuple):
+    """What an object category's background draws: the defect-free ``image`` (float H x W x 3), the
+    object's ``foreground`` (bool H x W) and ``redraw(**changes) -> (image, foreground)``, which renders the
+    same pose and lighting with some parts changed (the structural defects: a bent tip, swapped wires)."""
+
+    image: np.ndarray
+    foreground: np.ndarray
+    redraw: Callable[..., tuple[np.ndarray, np.ndarray]]
+
+
 @dataclass(frozen=True)
 class Recipe:
-    """A defect type: ``draw(rng, image) -> Defect`` and the one-line description the dataset card shows."""
+    """A defect type: ``draw(rng, image) -> Defect`` and the one-line description the dataset card shows.
+    ``scene=True``: an object category's recipe, called as ``draw(rng, image, scene)`` (:class:`Scene`)."""
 
-    draw: Callable[[np.random.Generator, np.ndarray], Defect]
+    draw: Callable[..., Defect]
     description: str
+    scene: bool = False
 
 
 def square(size: int) -> Shape:
@@ -49,12 +61,14 @@ def square(size: int) -> Shape:
 
 @dataclass(frozen=True)
 class CategorySpec:
-    """How one category is drawn: ``background(rng, (H, W))`` -> float H x W x 3, its defect types in
-    order (name -> :class:`Recipe`) and ``shape(size)`` -> (H, W) for a short side of ``size``."""
+    """How one category is drawn: ``background(rng, (H, W))`` -> float H x W x 3 (a :class:`Scene` for
+    ``kind="object"``), its defect types in order (name -> :class:`Recipe`), ``shape(size)`` -> (H, W) for a
+    short side of ``size`` and ``kind``, MVTec AD's split of classes into "texture" and "object"."""
 
-    background: Callable[[np.random.Generator, Shape], np.ndarray]
+    background: Callable[[np.random.Generator, Shape], np.ndarray | Scene]
     defects: dict[str, Recipe]
     shape: Callable[[int], Shape] = field(default=square)
+    kind: str = "texture"
 
 
 def stream(seed: int, *keys: str | int) -> np.random.Generator:
@@ -113,6 +127,41 @@ def inside(rng: np.random.Generator, shape: Shape, margin: float) -> tuple[float
     """A random centre (y, x) at least ``margin`` (fraction of the short side) from the border."""
     m = margin * min(shape)
     return rng.uniform(m, shape[0] - m), rng.uniform(m, shape[1] - m)
+
+
+def inside_mask(rng: np.random.Generator, mask: np.ndarray) -> tuple[float, float]:
+    """A random pixel centre (y, x) of the True pixels of ``mask`` (e.g. a foreground)."""
+    ys, xs = np.nonzero(mask)
+    k = rng.integers(0, len(ys))
+    return float(ys[k]), float(xs[k])
+
+
+def coverage(sdf: np.ndarray) -> np.ndarray:
+    """Anti-aliased area coverage of a shape from its signed distance in pixels (< 0 inside):
+    clip(0.5 - sdf, 0, 1), a one-pixel ramp across the edge."""
+    return np.clip(0.5 - sdf, 0.0, 1.0).astype(np.float32)
+
+
+def light_field(rng: np.random.Generator, shape: Shape, gain: tuple[float, float] = (0.85, 1.15),
+                tilt: float = 0.15, vignette: tuple[float, float] = (0.0, 0.25),
+                noise: tuple[float, float] = (0.5, 3.0)) -> tuple[np.ndarray, np.ndarray]:
+    """Normal variation of illumination and sensor: the field g (1 + a 2u + b 2v)(1 - c 2(u^2 + v^2)) and the noise
+    N(0, s^2) (H x W each), with g ~ U(gain), a, b ~ U(-tilt, tilt), c ~ U(vignette), s ~ U(noise) grey levels
+    and u, v in [-1/2, 1/2]. An image under it is ``img * field + noise`` (:func:`lighting`)."""
+    yy, xx = grid(shape)
+    u, v = xx / shape[1] - 0.5, yy / shape[0] - 0.5
+    g = rng.uniform(*gain)
+    a, b = rng.uniform(-tilt, tilt, size=2)
+    c = rng.uniform(*vignette)
+    field = g * (1 + a * 2 * u + b * 2 * v) * (1 - c * 2 * (u ** 2 + v ** 2))
+    sigma = rng.uniform(*noise)
+    return field.astype(np.float32), rng.normal(0, sigma, shape).astype(np.float32)
+
+
+def lighting(rng: np.random.Generator, img: np.ndarray, **ranges) -> np.ndarray:
+    """``img`` (float H x W x 3) under a random :func:`light_field`: img * field + noise (grey noise)."""
+    field, noise = light_field(rng, img.shape[:2], **ranges)
+    return (img * field[..., None] + noise[..., None]).astype(np.float32)
 
 
 def apply_defect(clean: np.ndarray, defect: Defect) -> np.ndarray:

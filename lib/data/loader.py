@@ -4,11 +4,17 @@
     <root>/<category>/test/good/000.png
     <root>/<category>/test/<defect>/000.png
     <root>/<category>/ground_truth/<defect>/000_mask.png
+    <root>/<category>/foreground/train/good/000.png      (optional: the object's mask, 0/255)
 
 ``load_category(root, category)`` reads one category into numpy arrays, checks it, and raises
 ``DatasetError`` naming the offending file (or parameter) and the fix. It never writes into the
 dataset folder, and it never leaves it: a category is a sub-folder of ``root`` by name (no path
 separators, no ``..``, no link that points outside).
+
+A category has a ``kind``, MVTec AD's split of classes into "object" and "texture": read from the benchmark's
+``benchmark.json`` when the root has one, else from the class name for MVTec AD's fifteen classes (``MVTEC_KINDS``),
+else None (unknown). Foreground masks (an optional ``foreground/<split>/<kind>/`` folder, one mask per image, the
+same file stem) load into ``Split.foreground``; without them methods estimate one (``lib.data.synth``).
 
 Images load as 8-bit RGB: greyscale as three equal channels, 16-bit greyscale scaled to 8 bits
 (round(v / 257)). Masks are binarised: 8-bit masks at > 127, 16-bit masks at > 0.
@@ -17,6 +23,7 @@ Images load as 8-bit RGB: greyscale as three equal channels, 16-bit greyscale sc
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import warnings
 from dataclasses import dataclass
@@ -27,12 +34,19 @@ import numpy as np
 import torch
 from PIL import Image
 
-__all__ = ["IMAGE_EXTENSIONS", "DatasetError", "Split", "Category", "load_category", "list_categories",
+__all__ = ["IMAGE_EXTENSIONS", "MVTEC_KINDS", "DatasetError", "Split", "Category", "load_category", "list_categories",
            "select_categories", "split_validation", "to_tensor", "to_uint8", "fingerprint"]
 
 PathLike = Union[str, os.PathLike]  # a folder given as a str or a Path
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+MVTEC_KINDS: dict[str, str] = {
+    **{c: "object" for c in ("bottle", "cable", "capsule", "hazelnut", "metal_nut", "pill", "screw", "toothbrush",
+                             "transistor", "zipper")},
+    **{c: "texture" for c in ("carpet", "grid", "leather", "tile", "wood")},
+}
+"""MVTec AD's classes and their kind (Bergmann et al., CVPR 2019: ten objects, five textures)."""
 
 
 class DatasetError(ValueError):
@@ -44,13 +58,15 @@ class DatasetError(ValueError):
 class Split:
     """One split: ``images`` uint8 N x H x W x 3, ``masks`` bool N x H x W (all False
     for good images), ``labels`` int64 0 (good) / 1 (anomalous), ``defect_types``
-    ('good' or the defect folder name) and ``paths`` of the image files."""
+    ('good' or the defect folder name), ``paths`` of the image files and ``foreground`` (bool N x H x W, the
+    object's mask) when the dataset ships one for every image of the split, else None."""
 
     images: np.ndarray
     masks: np.ndarray
     labels: np.ndarray
     defect_types: list[str]
     paths: list[Path]
+    foreground: np.ndarray | None = None
 
     def __len__(self) -> int:
         """Number of images."""
@@ -59,12 +75,14 @@ class Split:
 
 @dataclass
 class Category:
-    """A category of an MVTec AD-layout dataset: ``train`` (good only) and ``test``."""
+    """A category of an MVTec AD-layout dataset: ``train`` (good only) and ``test``; ``kind`` is "object",
+    "texture" or None (unknown)."""
 
     name: str
     root: Path
     train: Split
     test: Split
+    kind: str | None = None
 
     @property
     def defect_types(self) -> list[str]:
@@ -86,7 +104,7 @@ def split_validation(split: Split, fraction: float) -> tuple[Split, Split]:
 
     def part(sl):
         return Split(split.images[sl], split.masks[sl], split.labels[sl], split.defect_types[sl],
-                     split.paths[sl])
+                     split.paths[sl], None if split.foreground is None else split.foreground[sl])
 
     return part(slice(0, k)), part(slice(k, len(split)))
 
@@ -223,13 +241,13 @@ def _find_mask(category_dir: Path, defect: str, image: Path) -> Path:
                        "image to test/good if it is not anomalous.")
 
 
-def _load_mask(path: Path, image: Path, native_size, size) -> np.ndarray:
+def _load_mask(path: Path, image: Path, native_size, size, warn_empty: bool = True) -> np.ndarray:
     m = _open(path, mask=True)
     if m.size != native_size:
         raise DatasetError(f"mask {path} is {m.size[0]}x{m.size[1]} (W x H) but its image {image} is "
                            f"{native_size[0]}x{native_size[1]}; regenerate the mask at the image's size.")
     mask = np.asarray(_resize(m, size, Image.NEAREST)) > 127
-    if not mask.any():
+    if warn_empty and not mask.any():
         warnings.warn(f"mask {path} of anomalous image {image} is all zero; the pixel metrics will "
                       "treat the image as defect-free there.", stacklevel=4)
     return mask
@@ -237,10 +255,11 @@ def _load_mask(path: Path, image: Path, native_size, size) -> np.ndarray:
 
 def _load_split(category_dir: Path, split: str, size) -> Split:
     folder = category_dir / split
-    images, masks, labels, kinds, paths = [], [], [], [], []
+    images, masks, labels, kinds, paths, native = [], [], [], [], [], []
     for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
         for path in _image_files(sub):
             im = _open(path)
+            native.append(im.size)
             image = np.asarray(_resize(im, size, Image.BILINEAR))
             if sub.name == "good":
                 mask = np.zeros(image.shape[:2], bool)
@@ -259,7 +278,34 @@ def _load_split(category_dir: Path, split: str, size) -> Split:
         odd = next(p for p, a in zip(paths, images) if a.shape != images[0].shape)
         raise DatasetError(f"images of {folder} differ in size ({paths[0]} is {images[0].shape[:2]}, "
                            f"{odd} is not); pass image_size=... to load_category to resize them.")
-    return Split(np.stack(images), np.stack(masks), np.asarray(labels, np.int64), kinds, paths)
+    return Split(np.stack(images), np.stack(masks), np.asarray(labels, np.int64), kinds, paths,
+                 _load_foreground(category_dir, split, paths, native, size))
+
+
+def _load_foreground(category_dir: Path, split: str, paths: list[Path], native: list, size) -> np.ndarray | None:
+    """``foreground/<split>/<kind>/<stem>.<ext>`` for every image of the split, or None when the split has no
+    foreground folder; one that covers only some of the images raises, naming the first image without one."""
+    folder = category_dir / "foreground" / split
+    if not folder.is_dir():
+        return None
+    out = []
+    for path, native_size in zip(paths, native):
+        sub = folder / path.parent.name
+        found = [sub / f"{path.stem}{ext}" for ext in IMAGE_EXTENSIONS if (sub / f"{path.stem}{ext}").is_file()]
+        if not found:
+            raise DatasetError(f"{folder} holds foreground masks but none for {path} (expected "
+                               f"{sub / (path.stem + '.png')}); add it, or remove the foreground folder.")
+        out.append(_load_mask(found[0], path, native_size, size, warn_empty=False))
+    return np.stack(out)
+
+
+def _read_kind(root: Path, name: str) -> str | None:
+    try:
+        card = json.loads((root / "benchmark.json").read_text())
+        kind = card["categories"][name]["kind"]
+        return kind if kind in ("object", "texture") else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return MVTEC_KINDS.get(name)
 
 
 def load_category(root: PathLike, category: str, image_size: int | tuple[int, int] | None = None) -> Category:
@@ -285,7 +331,7 @@ def load_category(root: PathLike, category: str, image_size: int | tuple[int, in
         raise DatasetError(f"{category_dir / 'train' / 'good'} is missing or holds no images; a category "
                            "needs defect-free training images there. Regenerate or re-download it.")
     return Category(category, category_dir, _load_split(category_dir, "train", image_size),
-                    _load_split(category_dir, "test", image_size))
+                    _load_split(category_dir, "test", image_size), _read_kind(root, category))
 
 
 # ----------------------------------------------------------------------------------

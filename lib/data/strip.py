@@ -10,10 +10,10 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from .defects import SPOT, contamination_recipe, scratch_recipe
-from .draw import CategorySpec, Shape, grid
+from .defects import FAINT_SPOT, SPOT, contamination_recipe, scratch_recipe
+from .draw import CategorySpec, Shape, grid, lighting
 
-__all__ = ["KSDD2_ASPECT", "strip_shape", "metal_strip", "CATEGORIES"]
+__all__ = ["KSDD2_ASPECT", "strip_shape", "metal_strip", "metal_strip_v3", "CATEGORIES", "CATEGORIES_V3"]
 
 KSDD2_ASPECT = 632 / 224
 
@@ -46,5 +46,20 @@ CATEGORIES: dict[str, CategorySpec] = {
         "scratch": scratch_recipe(bright=True),
         "spot": SPOT,
         "contamination": contamination_recipe((235, 232, 220)),  # whitish marks
+    }, shape=strip_shape),
+}
+
+
+def metal_strip_v3(rng: np.random.Generator, shape: Shape) -> np.ndarray:
+    """Benchmark version 3's strip: :func:`metal_strip` under varied illumination (gain, tilt, vignetting) and
+    sensor noise (:func:`lib.data.draw.lighting`)."""
+    return lighting(rng, metal_strip(rng, shape), gain=(0.85, 1.15), tilt=0.15, vignette=(0.0, 0.3), noise=(0.5, 3.0))
+
+
+CATEGORIES_V3: dict[str, CategorySpec] = {
+    "metal_strip": CategorySpec(metal_strip_v3, {
+        "scratch": scratch_recipe(bright=True, gain=(20, 40)),
+        "spot": FAINT_SPOT,
+        "contamination": contamination_recipe((235, 232, 220), alpha=0.5),  # whitish marks, translucent
     }, shape=strip_shape),
 }

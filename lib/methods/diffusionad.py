@@ -240,13 +240,15 @@ def load_diffusionad(path: str | os.PathLike, device="cpu", verify: bool = True)
                             cfg, manifest, state["losses"], Path(path))
 
 
-def _pool(images: torch.Tensor, cfg: ADConfig, gen: torch.Generator, sources, progress: bool):
+def _pool(images: torch.Tensor, cfg: ADConfig, gen: torch.Generator, sources, progress: bool, foreground=None):
     from ..data.synth import synthesize
 
     xs, ms = [], []
     for _ in tqdm(range(cfg.pool), desc="synthetic anomalies", disable=not progress, leave=False):
         i = int(torch.randint(0, images.shape[0], (1,), generator=gen))
-        s = synthesize(images[i], gen, sources, beta_range=(cfg.beta_low, cfg.beta_high), mode=cfg.mode)
+        fg = None if foreground is None else foreground[i]
+        s = synthesize(images[i], gen, sources, beta_range=(cfg.beta_low, cfg.beta_high), mode=cfg.mode,
+                       foreground=fg)
         xs.append(s.image)
         ms.append(s.mask.reshape(1, *s.image.shape[-2:]))
     return torch.stack(xs), torch.stack(ms).float()
@@ -255,7 +257,8 @@ def _pool(images: torch.Tensor, cfg: ADConfig, gen: torch.Generator, sources, pr
 def train_diffusionad(images: torch.Tensor, cfg: ADConfig, out: str | os.PathLike, *, sources,
                       export: str | os.PathLike | None = None, device=None,
                       data_fingerprint: str = "unknown", command: str | None = None,
-                      progress: bool = True, stop_after: int | None = None):
+                      progress: bool = True, stop_after: int | None = None,
+                      foreground: torch.Tensor | None = None):
     """Joint training of the reconstruction and segmentation sub-networks (seed 003 §IV-C).
 
     Each step: B/2 normal images and B/2 synthetic anomalies (drawn from a pool made once with
@@ -263,7 +266,8 @@ def train_diffusionad(images: torch.Tensor, cfg: ADConfig, out: str | os.PathLik
     each, :func:`norm_guided` reconstruction with w = 1 (gradients flow end to end), loss
     L_noise (eq. 9, normal samples only) + SmoothL1(M, M̂) + 5·focal(M, M̂) (eq. 10).
     Resumable like :func:`lib.methods.ddpm.train_ddpm` (:class:`lib.io.training.Trainer`); the export
-    is stored as float16. Returns the trained :class:`DiffusionADModel` and the loss history.
+    is stored as float16. ``foreground`` (bool N x H x W): the objects' masks for ``mode="object"`` (None: Otsu,
+    :func:`lib.data.synth.foreground_mask`). Returns the trained :class:`DiffusionADModel` and the loss history.
     """
     images = check_images("images", images, channels=3)
     check_size_multiple("images", images, 2 ** (len(UNET_PRESETS[cfg.preset].block_out_channels) - 1))
@@ -272,7 +276,10 @@ def train_diffusionad(images: torch.Tensor, cfg: ADConfig, out: str | os.PathLik
     dev, gen, B = trainer.device, trainer.generator, cfg.batch_size
     diffusion = Diffusion(make_betas(cfg.schedule, cfg.T))
     model, seg = _build(cfg, dev)
-    pool_x, pool_m = _pool(images, cfg, gen, sources, progress)
+    if foreground is not None and tuple(foreground.shape) != (images.shape[0], *images.shape[-2:]):
+        raise ValueError(f"foreground is {tuple(foreground.shape)}; it must be N x H x W like the images "
+                         f"{tuple(images.shape)} (one mask per training image, e.g. Split.foreground)")
+    pool_x, pool_m = _pool(images, cfg, gen, sources, progress, foreground)
     trainer.data = data_digest(images, pool_x, pool_m)        # the pool depends on the anomaly sources too
     nb = B // 2                                               # normal images first, then anomalies
     na = B - nb
@@ -363,9 +370,11 @@ def run(a: argparse.Namespace, *, command: str, device: str | torch.device | Non
     cat = kit_data.load_category(root, a.category, image_size=cfg.image_size)
     images = kit_data.to_tensor(cat.train.images)
     export = checkpoint_path(a.export_dir, a.name)
+    # object mode: the dataset's foreground masks where it ships them (benchmark version 3), else Otsu (synth)
+    fg = torch.from_numpy(cat.train.foreground) if cfg.mode == "object" and cat.train.foreground is not None else None
     train_diffusionad(images, cfg, checkpoint_path(a.state_dir, a.name), export=export,
                       sources=anomaly_sources(tuple(images.shape[-2:]), exclude=a.category), device=device or a.device,
-                      command=command, data_fingerprint=kit_data.fingerprint(root / a.category))
+                      command=command, data_fingerprint=kit_data.fingerprint(root / a.category), foreground=fg)
     return export
 
 
