@@ -213,3 +213,95 @@ def show_images(images, titles=None, nrow: int | None = None, size: float = 1.6,
         fig.suptitle(suptitle, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+# ----------------------------------------------------------------------------------
+# Tables and plots of bootstrap intervals (lib.core.bootstrap.Estimate)
+# ----------------------------------------------------------------------------------
+
+from ..core.bootstrap import METRIC_NAMES, Estimate  # noqa: E402
+
+
+def _ci_frame(rows: Mapping[str, Mapping[str, Any]] | pd.DataFrame, index_name: str) -> pd.DataFrame:
+    """``rows`` as a DataFrame with the row names in the column ``index_name`` (a dict of dicts:
+    outer keys are rows; a DataFrame with a non-default index gets it as that column)."""
+    if isinstance(rows, pd.DataFrame):
+        df = rows.copy()
+        if not isinstance(df.index, pd.RangeIndex):
+            df = df.rename_axis(df.index.name or index_name).reset_index()
+        return df
+    if not isinstance(rows, Mapping):
+        raise ValueError(f"rows must be a dict {{row name: {{column: Estimate or value}}}} or a DataFrame, "
+                         f"got {type(rows).__name__}")
+    records = []
+    for name, cells in rows.items():
+        if not isinstance(cells, Mapping):
+            raise ValueError(f"rows[{name!r}] must be a dict {{column: Estimate or value}}, got "
+                             f"{type(cells).__name__}")
+        records.append({index_name: name, **cells})
+    return pd.DataFrame.from_records(records) if records else pd.DataFrame(columns=[index_name])
+
+
+def ci_table(rows: Mapping[str, Mapping[str, Any]] | pd.DataFrame, digits: int = 3, *,
+             index_name: str = "method", metric_names: bool = True) -> pd.DataFrame:
+    """A table with every :class:`~lib.core.bootstrap.Estimate` cell as ``"0.912 [0.871, 0.948]"``.
+
+    ``rows``: {row name: {column: Estimate or any value}} (e.g. what ``bootstrap_metrics`` or
+    ``evaluate_baselines`` return) or a DataFrame holding Estimates; other cells are kept as they
+    are. Row names become the first column ``index_name``; with ``metric_names`` the metric codes
+    "I", "P", "O", "A" become "image AUROC" etc. The strings pass :func:`save_table` unchanged.
+    """
+    df = _ci_frame(rows, index_name)
+    for col in df.columns:
+        df[col] = df[col].map(lambda v: v.format(digits) if isinstance(v, Estimate) else v)
+    if metric_names:
+        df = df.rename(columns={k: v for k, v in METRIC_NAMES.items() if k in df.columns})
+    return df
+
+
+def plot_ci(rows: Mapping[str, Mapping[str, Any]] | pd.DataFrame, ax=None, *, kind: str = "bar",
+            index_name: str = "method", chance: float | None = 0.5, ylabel: str = "value",
+            title: str | None = None, ylim: tuple[float, float] | None = None):
+    """Grouped bars (``kind="bar"``) or points (``"point"``) with the bootstrap intervals as error bars.
+
+    ``rows`` as for :func:`ci_table`: one group per column (metric), one colour per row (method);
+    only :class:`~lib.core.bootstrap.Estimate` cells are drawn. ``chance`` draws a dashed line
+    (0.5: a random AUROC; None: none). Returns the figure.
+    """
+    if kind not in ("bar", "point"):
+        raise ValueError(f"kind={kind!r} is not one of ('bar', 'point')")
+    df = _ci_frame(rows, index_name)
+    names = df[index_name].astype(str).tolist() if index_name in df.columns else [str(i) for i in df.index]
+    cols = [c for c in df.columns if c != index_name and df[c].map(lambda v: isinstance(v, Estimate)).any()]
+    if not cols:
+        raise ValueError("rows holds no Estimate cell to plot; pass what bootstrap_metrics returns")
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(max(3.0, 1.1 * len(cols) * max(1, len(names)) ** 0.5 + 1.5), 3.0))
+    fig = ax.figure
+    width = 0.8 / max(1, len(names))
+    x = np.arange(len(cols))
+    for j, name in enumerate(names):
+        cells = [df[c].iloc[j] for c in cols]
+        ok = [isinstance(e, Estimate) for e in cells]
+        xs = x[ok] + (j - (len(names) - 1) / 2) * width
+        est = [e for e, good in zip(cells, ok) if good]
+        vals = np.array([e.value for e in est])
+        err = np.array([[e.value - e.low for e in est], [e.high - e.value for e in est]]).clip(min=0)
+        if kind == "bar":
+            ax.bar(xs, vals, width * 0.9, yerr=err, capsize=3, label=name)
+        else:
+            ax.errorbar(xs, vals, yerr=err, fmt="o", capsize=3, label=name)
+    if chance is not None:
+        ax.axhline(chance, color="0.4", ls="--", lw=0.8)
+    ax.set_xticks(x, [METRIC_NAMES.get(c, str(c)) for c in cols])
+    ax.set_ylabel(ylabel)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    if title:
+        ax.set_title(title, fontsize=9)
+    if len(names) > 1:
+        ax.legend(fontsize=7, loc="best")
+    return fig
+
+
+__all__ += ["ci_table", "plot_ci"]
