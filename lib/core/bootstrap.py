@@ -58,7 +58,8 @@ from .checks import check_choice, check_float, check_int
 from .metrics import ArrayLike, finite_scores, to_numpy
 
 __all__ = ["Estimate", "Comparison", "METRICS", "METRIC_NAMES", "UNRESOLVED", "bootstrap_metrics", "compare",
-           "resample_weights", "weighted_image_auroc", "binned_pixel_metric"]
+           "resample_weights", "weighted_image_auroc", "binned_pixel_metric", "metric_samples", "mean_estimate",
+           "compare_means"]
 
 METRICS = ("I", "P", "O", "A")
 """The metric codes: image AUROC, pixel AUROC, PRO-AUC (FPR <= 0.3), pixel AP."""
@@ -474,4 +475,57 @@ def compare(a: ArrayLike, b: ArrayLike, labels: ArrayLike, masks: ArrayLike | No
         verdict = f"{names[1]} > {names[0]}"
     else:
         verdict = UNRESOLVED
+    return Comparison(diff, verdict)
+
+
+# --------------------------------------------------------------------------- means over categories
+
+
+def metric_samples(x: ArrayLike, labels: ArrayLike, masks: ArrayLike | None = None, *, metric: str = "I",
+                   n_boot: int = 1000, seed: int = 0, n_bins: int = 1024) -> tuple[float, np.ndarray]:
+    """(exact value, its ``n_boot`` resampled values) of one metric: ``x`` = image scores (``"I"``) or maps."""
+    labels = _labels(labels)
+    n_boot = check_int("n_boot", n_boot, 100)
+    metric = check_choice("metric", metric, METRICS)
+    if metric == "I":
+        v, k = _scores(x, labels.size), None
+    else:
+        v = _maps(x, labels.size)
+        k = _masks(masks, v.shape)
+    value, boot = _resample_values(metric, v, labels, k, resample_weights(labels, n_boot, seed), n_bins)
+    return float(value), boot
+
+
+def mean_estimate(groups: Sequence[tuple], *, metric: str = "I", n_boot: int = 1000, seed: int = 0,
+                  level: float = 0.95, n_bins: int = 1024) -> Estimate:
+    """The mean of one metric over several test sets (e.g. categories) with its interval: mean_k value_k, the
+    categories resampled independently (seed + k) and the k-th resamples averaged.
+    ``groups``: one ``(x, labels)`` or ``(x, labels, masks)`` per category."""
+    n_boot, level = _check_boot(n_boot, level)
+    got = [metric_samples(*g, metric=metric, n_boot=n_boot, seed=seed + k, n_bins=n_bins) for k, g in enumerate(groups)]
+    if not got:
+        raise ValueError("groups is empty: pass one (x, labels[, masks]) per category")
+    return Estimate(float(np.mean([v for v, _ in got])), *_percentile(np.mean([b for _, b in got], axis=0), level))
+
+
+def compare_means(a: Sequence[ArrayLike], b: Sequence[ArrayLike], labels: Sequence[ArrayLike],
+                  masks: Sequence[ArrayLike] | None = None, *, metric: str = "I", n_boot: int = 1000, seed: int = 0,
+                  level: float = 0.95, names: tuple[str, str] = ("A", "B"), n_bins: int = 1024) -> Comparison:
+    """Paired bootstrap of Δ = mean_k value(a_k) - mean_k value(b_k) over several categories k (each resampled
+    independently, both methods on the same resamples); verdict as :func:`compare`."""
+    if not (len(a) == len(b) == len(labels)) or not a or (masks is not None and len(masks) != len(a)):
+        raise ValueError(f"a, b, labels (and masks) need one entry per category; got {len(a)}, {len(b)}, "
+                         f"{len(labels)}" + ("" if masks is None else f", {len(masks)}"))
+    n_boot, level = _check_boot(n_boot, level)
+    va, vb, ba, bb = [], [], [], []
+    for k in range(len(a)):
+        mk = None if masks is None else masks[k]
+        for x, vals, boots in ((a[k], va, ba), (b[k], vb, bb)):
+            v, s = metric_samples(x, labels[k], mk, metric=metric, n_boot=n_boot, seed=seed + k, n_bins=n_bins)
+            vals.append(v)
+            boots.append(s)
+    diff = Estimate(float(np.mean(va) - np.mean(vb)),
+                    *_percentile(np.mean(ba, axis=0) - np.mean(bb, axis=0), level))
+    verdict = (f"{names[0]} > {names[1]}" if diff.low > 0 else f"{names[1]} > {names[0]}" if diff.high < 0
+               else UNRESOLVED)
     return Comparison(diff, verdict)

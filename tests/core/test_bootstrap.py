@@ -181,3 +181,24 @@ def test_errors_name_the_argument():
         weighted_image_auroc(scores, labels, np.ones(labels.size))
     with pytest.raises(ValueError, match="metric='I'"):
         binned_pixel_metric(maps, masks, "I")
+
+
+def test_mean_estimate_and_compare_means():
+    from lib.core.bootstrap import compare_means, mean_estimate, metric_samples
+    rng = np.random.default_rng(0)
+    groups, good, bad = [], [], []
+    for k in range(3):
+        y = np.r_[np.zeros(30), np.ones(30)].astype(int)
+        good.append(y * 2.0 + rng.normal(0, 1, 60))    # clearly separates
+        bad.append(rng.normal(0, 1, 60))               # chance
+        groups.append((good[-1], y))
+    est = mean_estimate(groups, n_boot=300)
+    vals = [metric_samples(g, y, n_boot=300)[0] for g, y in groups]
+    assert abs(est.value - np.mean(vals)) < 1e-12 and est.low <= est.value <= est.high
+    labels = [g[1] for g in groups]
+    c = compare_means(good, bad, labels, n_boot=300, names=("good", "chance"))
+    assert c.verdict == "good > chance" and c.resolved
+    same = compare_means(bad, [b + 1e-9 * rng.normal(size=60) for b in bad], labels, n_boot=300)
+    assert same.verdict == "not resolved at this size"
+    with pytest.raises(ValueError, match="one entry per category"):
+        compare_means(good, bad[:2], labels)
