@@ -80,21 +80,25 @@ class SelfAwareSettings:
 
 def make_pairs(model, images: torch.Tensor, diffusion: Diffusion, q_p: torch.Tensor, eps: torch.Tensor,
                settings: SelfAwareSettings, sources, generator: torch.Generator, n: int,
-               beta_range=(0.1, 1.0), batch_size: int = 64, device=None, progress: bool = True):
+               beta_range=(0.1, 1.0), batch_size: int = 64, device=None, progress: bool = True,
+               foreground: torch.Tensor | None = None):
     """``n`` training triples (I_a, x̂, M): half normal images, half simulated anomalies, each
-    reconstructed by :func:`lib.inpaint.self_aware_reconstruct` with ``settings``."""
+    reconstructed by :func:`lib.inpaint.self_aware_reconstruct` with ``settings``. ``foreground`` (bool N x H x W,
+    one mask per image; an object category's ``Split.foreground``) keeps the simulated anomalies on the object."""
     from .inpaint import self_aware_reconstruct
     from ..data.synth import synthesize
 
     device = device or images.device
     xs, ms = [], []
     for i in range(n):
-        img = images[int(torch.randint(0, len(images), (1,), generator=generator))]
+        k = int(torch.randint(0, len(images), (1,), generator=generator))
+        img = images[k]
         if i % 2 == 0:
             xs.append(img)
             ms.append(torch.zeros(1, *img.shape[-2:]))
         else:
-            s = synthesize(img, generator, sources, beta_range=beta_range, mode="texture", beta_on="source")
+            s = synthesize(img, generator, sources, beta_range=beta_range, mode="texture", beta_on="source",
+                           foreground=None if foreground is None else foreground[k])
             xs.append(s.image)
             ms.append(s.mask.reshape(1, *img.shape[-2:]))
     x_a, M = torch.stack(xs), torch.stack(ms).float()
@@ -299,7 +303,9 @@ def run(a: argparse.Namespace, *, command: str, device: str | torch.device | Non
     t0 = time.perf_counter()
     x_a, x_hat, M = make_pairs(model, kit_data.to_tensor(train_split.images), ddpm.diffusion, q_p, eps, settings,
                                anomaly_sources((H, W), exclude=a.category), torch.Generator().manual_seed(cfg.seed),
-                               a.pairs, device=device)
+                               a.pairs, device=device,
+                               foreground=(torch.from_numpy(train_split.foreground)
+                                           if cat.kind == "object" and train_split.foreground is not None else None))
     t_pairs = time.perf_counter() - t0
     out = checkpoint_path(a.export_dir, a.name)
     _, hist = train_learned_map(x_a, x_hat, M, cfg, device=device, settings=settings, export=out, command=command,

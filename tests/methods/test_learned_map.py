@@ -91,3 +91,20 @@ def test_the_cli_refuses_a_ddpm_without_validation_set(tmp_path, capsys):
                           "--export-dir", str(tmp_path), "--device", "cpu"])
     assert e.value.code == 2
     assert "trained without a held-out validation set" in capsys.readouterr().err and not any(tmp_path.iterdir())
+
+
+def test_make_pairs_keeps_simulated_anomalies_on_the_foreground():
+    import torch
+    from lib.core.diffusion import Diffusion, make_betas
+    from lib.data.synth import anomaly_sources
+    from lib.methods.learned_map import SelfAwareSettings, make_pairs
+
+    imgs = torch.rand(3, 3, 32, 32) * 2 - 1
+    fg = torch.zeros(3, 32, 32, dtype=torch.bool)
+    fg[:, 8:24, 8:24] = True
+    st = SelfAwareSettings(t=9, n_resample=1, num_steps=2, t_start=5, t_end=9, t_stride=4, p=0.8)
+    _, _, M = make_pairs(lambda x, t: torch.zeros_like(x), imgs, Diffusion(make_betas("linear", 50)),
+                         torch.zeros(32, 32), torch.zeros(1, 3, 32, 32), st, anomaly_sources((32, 32)),
+                         torch.Generator().manual_seed(0), 6, progress=False, foreground=fg)
+    assert M[1::2].sum() > 0 and not (M[1::2, 0].bool() & ~fg[0]).any()
+    assert not M[0::2].any()
