@@ -35,7 +35,7 @@ import torch
 from PIL import Image
 
 __all__ = ["IMAGE_EXTENSIONS", "MVTEC_KINDS", "DatasetError", "Split", "Category", "load_category", "list_categories",
-           "select_categories", "split_validation", "to_tensor", "to_uint8", "fingerprint"]
+           "select_categories", "split_validation", "to_tensor", "to_uint8", "fingerprint", "read_kind"]
 
 PathLike = Union[str, os.PathLike]  # a folder given as a str or a Path
 
@@ -299,7 +299,10 @@ def _load_foreground(category_dir: Path, split: str, paths: list[Path], native: 
     return np.stack(out)
 
 
-def _read_kind(root: Path, name: str) -> str | None:
+def read_kind(root: PathLike, name: str) -> str | None:
+    """A category's kind without loading it: "object" / "texture" from ``<root>/benchmark.json``, else MVTec AD's
+    class names (``MVTEC_KINDS``), else None."""
+    root = Path(root)
     try:
         card = json.loads((root / "benchmark.json").read_text())
         kind = card["categories"][name]["kind"]
@@ -331,7 +334,7 @@ def load_category(root: PathLike, category: str, image_size: int | tuple[int, in
         raise DatasetError(f"{category_dir / 'train' / 'good'} is missing or holds no images; a category "
                            "needs defect-free training images there. Regenerate or re-download it.")
     return Category(category, category_dir, _load_split(category_dir, "train", image_size),
-                    _load_split(category_dir, "test", image_size), _read_kind(root, category))
+                    _load_split(category_dir, "test", image_size), read_kind(root, category))
 
 
 # ----------------------------------------------------------------------------------

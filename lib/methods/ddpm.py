@@ -33,14 +33,14 @@ from ..core.checks import check_choice, check_float, check_images, check_int, ch
 from ..core.device import pick_device
 from ..core.diffusion import SCHEDULES, Diffusion, make_betas
 from ..core.nets import UNET_PRESETS, unet
-from ..core.paths import CHECKPOINTS
+from ..core.paths import CHECKPOINTS, REPO
 from ..io.checkpoints import CheckpointKind, checkpoint_path, half_precision, open_checkpoint, register_kind
 from ..io.cli import (add_config_arguments, add_training_arguments, cli_main, command_line, config_argv,
                       config_from_args)
 from ..io.training import Trainer, find_or_train, training_time
 
 __all__ = ["TrainConfig", "train_ddpm", "load_ddpm", "DDPMModel", "Profile", "PROFILES", "checkpoint_name",
-           "pretrained", "training_data", "parser", "run", "main"]
+           "pretrained", "TrainingData", "training_data", "parser", "run", "main"]
 
 MODULE = "lib.methods.ddpm"
 
@@ -168,6 +168,7 @@ class Profile:
     val_fraction: float = 0.0
     export_half: bool = False
     seconds_per_step: dict = field(default_factory=dict)
+    data_version: int | None = None   # the embedded benchmark's version it is trained on (None: lib.data.DEFAULT_VERSION)
 
     def __post_init__(self) -> None:
         check_float("val_fraction", self.val_fraction, 0.0, 1.0, hi_open=True)
@@ -206,25 +207,42 @@ def pretrained(category: str, profile: str = "quick", *, data_root: str | os.Pat
     name = checkpoint_name(category, profile, check_int("seed", seed, 0))
     p = PROFILES[profile]
     cfg = TrainConfig(**{**asdict(p.config), "seed": seed})
-    data_arg, fingerprint = training_data(data_root, category, cfg.image_size)
-    argv = (data_arg + ["--category", category] + config_argv(cfg, always=("image_size", "steps"))
-            + (["--val-fraction", f"{p.val_fraction:g}"] if p.val_fraction else [])
-            + (["--export-half"] if p.export_half else []) + ["--name", name])
-    path = find_or_train(checkpoint_path(CHECKPOINTS, name), retrain=retrain, command=command_line(MODULE, argv),
-                         train=lambda: run(parser().parse_args(argv), command=command_line(MODULE, argv), device=device),
+    td = training_data(data_root, category, cfg.image_size, p.data_version)
+    options = (["--category", category] + config_argv(cfg, always=("image_size", "steps"))
+               + (["--val-fraction", f"{p.val_fraction:g}"] if p.val_fraction else [])
+               + (["--export-half"] if p.export_half else []) + ["--name", name])
+    shown = command_line(MODULE, td.shown + options)
+    fingerprint = td.fingerprint
+    path = find_or_train(checkpoint_path(CHECKPOINTS, name), retrain=retrain, command=shown,
+                         train=lambda: run(parser().parse_args(td.run + options), command=shown, device=device),
                          cost=training_time(cfg.steps, p.seconds_per_step), expected_config=asdict(cfg),
                          data_fingerprint=fingerprint)
     return load_ddpm(path, device=pick_device(device))
 
 
-def training_data(data_root: str | os.PathLike | None, category: str, image_size: int) -> tuple[list[str], str]:
-    """The ``--data`` option of a training command (none for the default embedded benchmark) and the
-    fingerprint of the category's data (every method's :func:`pretrained` uses this)."""
+class TrainingData(NamedTuple):
+    """The ``--data`` option of a training command as the manifest shows it (``shown``: a path inside the
+    repository relative to it) and as it is run (``run``: absolute), and the category's data ``fingerprint``."""
+
+    shown: list[str]
+    run: list[str]
+    fingerprint: str
+
+
+def training_data(data_root: str | os.PathLike | None, category: str, image_size: int,
+                  version: int | None = None) -> TrainingData:
+    """The ``--data`` option of a training command (none for the CLIs' default, the embedded benchmark of
+    ``lib.data.DEFAULT_VERSION``) and the fingerprint of the category's data; ``data_root`` None: the embedded
+    benchmark of ``version`` (every method's :func:`pretrained` uses this)."""
     from .. import data as kit_data
 
-    default = kit_data.embedded_benchmark(image_size)
-    root = default if data_root is None else Path(data_root)
-    return ([] if root.resolve() == default.resolve() else ["--data", str(root)]), kit_data.fingerprint(root / category)
+    cli_default = kit_data.embedded_benchmark(image_size).resolve()
+    root = (kit_data.embedded_benchmark(image_size, version=version) if data_root is None else Path(data_root)).resolve()
+    fingerprint = kit_data.fingerprint(root / category)
+    if root == cli_default:
+        return TrainingData([], [], fingerprint)
+    shown = str(root.relative_to(REPO)) if root.is_relative_to(REPO) else str(root)
+    return TrainingData(["--data", shown], ["--data", str(root)], fingerprint)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -323,6 +323,7 @@ PROFILES: dict[str, ADConfig] = {
     "paper": ADConfig(preset="paper", seg_preset="paper", image_size=256, steps=300_000),
 }
 SECONDS_PER_STEP = {"quick": {"on a 2-core CPU": 8, "on an H100 shared by 12 trainings": 0.1}, "paper": {}}
+DATA_VERSION: dict[str, int | None] = {"quick": None, "paper": None}   # embedded benchmark version (None: the default)
 
 
 def checkpoint_name(category: str, profile: str = "quick", seed: int = 0) -> str:
@@ -338,11 +339,18 @@ def pretrained(category: str, profile: str = "quick", *, data_root: str | os.Pat
     manifest; trained first (with a progress bar) when ``retrain``; a missing one raises ``FileNotFoundError``
     with the training command and roughly how long it takes. Arguments as :func:`lib.methods.ddpm.pretrained`."""
     name = checkpoint_name(category, profile, check_int("seed", seed, 0))
-    cfg = ADConfig(**{**asdict(PROFILES[profile]), "seed": seed})
-    data_arg, fingerprint = training_data(data_root, category, cfg.image_size)
-    argv = data_arg + ["--category", category] + config_argv(cfg, always=("image_size", "steps")) + ["--name", name]
-    path = find_or_train(checkpoint_path(CHECKPOINTS, name), retrain=retrain, command=command_line(MODULE, argv),
-                         train=lambda: run(parser().parse_args(argv), command=command_line(MODULE, argv), device=device),
+    from .. import data as kit_data
+
+    td = training_data(data_root, category, PROFILES[profile].image_size, DATA_VERSION[profile])
+    root = Path(td.run[1]) if td.run else kit_data.embedded_benchmark(PROFILES[profile].image_size)
+    # object classes train with object-mode synthetic anomalies (§IV-D: Perlin noise times the foreground)
+    mode = "object" if kit_data.read_kind(root, category) == "object" else PROFILES[profile].mode
+    cfg = ADConfig(**{**asdict(PROFILES[profile]), "seed": seed, "mode": mode})
+    options = ["--category", category] + config_argv(cfg, always=("image_size", "steps")) + ["--name", name]
+    shown = command_line(MODULE, td.shown + options)
+    fingerprint = td.fingerprint
+    path = find_or_train(checkpoint_path(CHECKPOINTS, name), retrain=retrain, command=shown,
+                         train=lambda: run(parser().parse_args(td.run + options), command=shown, device=device),
                          cost=training_time(cfg.steps, SECONDS_PER_STEP[profile]), expected_config=asdict(cfg),
                          data_fingerprint=fingerprint)
     return load_diffusionad(path, device=pick_device(device))

@@ -243,13 +243,14 @@ def pretrained(category: str, profile: str = "quick", *, data_root: str | os.Pat
     cfg = LearnedMapConfig(**{**asdict(p.config), "seed": seed})
     size = DDPM_PROFILES[p.ddpm].config.image_size
     ddpm = checkpoint_path(CHECKPOINTS, ddpm_checkpoint_name(category, p.ddpm, seed))
-    data_arg, fingerprint = training_data(data_root, category, size)
+    td = training_data(data_root, category, size, DDPM_PROFILES[p.ddpm].data_version)
+    fingerprint = td.fingerprint
     options = (["--category", category, "--image-size", str(size)] + config_argv(p.settings) + config_argv(cfg)
                + ["--pairs", str(p.pairs), "--noise-seed", str(p.noise_seed), "--name", name])
-    shown = data_arg + ["--ddpm", str(ddpm.relative_to(REPO))] + options
+    shown = td.shown + ["--ddpm", str(ddpm.relative_to(REPO))] + options
     steps = cfg.epochs * (p.pairs // cfg.batch_size)
     path = find_or_train(checkpoint_path(CHECKPOINTS, name), retrain=retrain, command=command_line(MODULE, shown),
-                         train=lambda: run(parser().parse_args(data_arg + ["--ddpm", str(ddpm)] + options),
+                         train=lambda: run(parser().parse_args(td.run + ["--ddpm", str(ddpm)] + options),
                                            command=command_line(MODULE, shown), device=device),
                          cost=training_time(steps, p.seconds_per_step) + f" (and {p.pairs} reconstructions first)",
                          expected_config={**asdict(cfg), "settings": asdict(p.settings)}, data_fingerprint=fingerprint)
