@@ -185,6 +185,22 @@ def test_inpaint_matches_diffusers_repaint(diffusion, tiny, init):
     assert torch.equal(keep * ref, keep * x)
 
 
+def test_channels_last_model_gives_the_same_inpainting_and_misprediction(diffusion, tiny):
+    """Notebook 03 runs its CPU models in channels-last (NHWC) memory format for speed: the results must
+    be those of the default layout up to float32 rounding, and the known pixels still exactly x."""
+    import copy
+
+    x = images(0, (2, 3, 32, 24))
+    keep = keep_mask(1, (2, 3, 32, 24))
+    nhwc = copy.deepcopy(tiny).to(memory_format=torch.channels_last)
+    ref = inpaint(eps_fn(tiny), x, keep, diffusion, 9, 2, gen(3), num_steps=4)
+    got = inpaint(eps_fn(nhwc), x, keep, diffusion, 9, 2, gen(3), num_steps=4)
+    assert maxdiff(got, ref) <= 1e-4 and torch.equal(keep * got, keep * x)
+    eps = shared_noise(32, 24, gen(1))
+    q_ref = noise_misprediction(eps_fn(tiny), x, diffusion, 40, 50, eps, t_stride=5)
+    assert maxdiff(noise_misprediction(eps_fn(nhwc), x, diffusion, 40, 50, eps, t_stride=5), q_ref) <= 1e-5
+
+
 def test_diffusers_clipping_difference_is_only_the_ddim_form(diffusion, monkeypatch):
     """With clipping, diffusers' DDIM(η=1) unknown step differs from the DDPM posterior step where
     |x̂0| > 1; swapping our step for ``ddim_step(eta=1)`` reproduces diffusers."""
