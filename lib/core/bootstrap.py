@@ -55,7 +55,7 @@ import scipy.ndimage
 
 from . import metrics
 from .checks import check_choice, check_float, check_int
-from .metrics import ArrayLike, finite_scores, to_numpy
+from .metrics import ArrayLike, as_nhw, finite_scores, to_numpy
 
 __all__ = ["Estimate", "Comparison", "METRICS", "METRIC_NAMES", "UNRESOLVED", "bootstrap_metrics", "compare",
            "resample_weights", "weighted_image_auroc", "binned_pixel_metric", "metric_samples", "mean_estimate",
@@ -138,18 +138,9 @@ def _scores(scores: ArrayLike, n: int, name: str = "scores") -> np.ndarray:
     return s
 
 
-def _nhw(x: np.ndarray, name: str) -> np.ndarray:
-    """N x H x W or N x 1 x H x W as N x H x W."""
-    if x.ndim == 4 and x.shape[1] == 1:
-        x = x[:, 0]
-    if x.ndim != 3:
-        raise ValueError(f"{name} must be N x H x W or N x 1 x H x W, got shape {x.shape}")
-    return x
-
-
 def _maps(maps: ArrayLike, n: int, name: str = "maps") -> np.ndarray:
     """``maps`` as a finite float N x H x W array with N = ``n``."""
-    m = _nhw(finite_scores(name, maps), name)
+    m = as_nhw(finite_scores(name, maps), name)
     if m.shape[0] != n:
         raise ValueError(f"{name} has {m.shape[0]} maps (shape {m.shape}) but labels has {n} images; "
                          f"give one anomaly map per test image")
@@ -161,7 +152,7 @@ def _masks(masks: ArrayLike | None, shape: tuple[int, ...]) -> np.ndarray:
     if masks is None:
         raise ValueError("masks is None, but pixel metrics (P, O, A) need the ground-truth masks: "
                          "pass masks=split.masks, or metrics=('I',)")
-    m = _nhw(to_numpy(masks), "masks")
+    m = as_nhw(to_numpy(masks), "masks")
     if m.dtype != bool:
         if not np.issubdtype(m.dtype, np.number) or not ((m == 0) | (m == 1)).all():
             raise ValueError("masks must be binary (bool or 0/1); threshold them first, e.g. masks > 0.5")
@@ -392,7 +383,7 @@ def binned_pixel_metric(maps: ArrayLike, masks: ArrayLike, metric: str, weights:
     """
     metric = check_choice("metric", metric, ("P", "O", "A"))
     n_bins = check_int("n_bins", n_bins, 16)
-    m = _nhw(finite_scores("maps", maps), "maps")
+    m = as_nhw(finite_scores("maps", maps), "maps")
     k = _masks(masks, m.shape)
     w = np.ones((1, m.shape[0])) if weights is None else finite_scores("weights", weights).astype(np.float64)
     if w.ndim != 2 or w.shape[1] != m.shape[0]:

@@ -35,6 +35,7 @@ __all__ = [
     "frechet_distance",
     "to_numpy",
     "finite_scores",
+    "as_nhw",
 ]
 
 ArrayLike = np.ndarray | torch.Tensor | Sequence
@@ -86,7 +87,8 @@ def _scores_and_labels(scores: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray
     return scores.ravel(), labels.ravel()
 
 
-def _as_nhw(x: np.ndarray, name: str) -> np.ndarray:
+def as_nhw(x: np.ndarray, name: str) -> np.ndarray:
+    """N x H x W or N x 1 x H x W as N x H x W (``name`` for the error)."""
     if x.ndim == 4 and x.shape[1] == 1:
         x = x[:, 0]
     if x.ndim != 3:
@@ -95,8 +97,8 @@ def _as_nhw(x: np.ndarray, name: str) -> np.ndarray:
 
 
 def _maps_and_masks(anomaly_maps: ArrayLike, masks: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-    maps = _as_nhw(finite_scores("anomaly_maps", anomaly_maps), "anomaly_maps")
-    masks = _as_nhw(_binary(masks, "masks"), "masks")
+    maps = as_nhw(finite_scores("anomaly_maps", anomaly_maps), "anomaly_maps")
+    masks = as_nhw(_binary(masks, "masks"), "masks")
     if maps.shape != masks.shape:
         raise ValueError(
             f"anomaly_maps has shape {maps.shape} but masks has shape {masks.shape}; "
