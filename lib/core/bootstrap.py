@@ -59,7 +59,7 @@ from .metrics import ArrayLike, as_nhw, finite_scores, to_numpy
 
 __all__ = ["Estimate", "Comparison", "METRICS", "METRIC_NAMES", "UNRESOLVED", "bootstrap_metrics", "compare",
            "resample_weights", "weighted_image_auroc", "binned_pixel_metric", "metric_samples", "mean_estimate",
-           "compare_means"]
+           "compare_means", "compare_over_seeds", "compare_statistic"]
 
 METRICS = ("I", "P", "O", "A")
 """The metric codes: image AUROC, pixel AUROC, PRO-AUC (FPR <= 0.3), pixel AP."""
@@ -518,5 +518,50 @@ def compare_means(a: Sequence[ArrayLike], b: Sequence[ArrayLike], labels: Sequen
     diff = Estimate(float(np.mean(va) - np.mean(vb)),
                     *_percentile(np.mean(ba, axis=0) - np.mean(bb, axis=0), level))
     verdict = (f"{names[0]} > {names[1]}" if diff.low > 0 else f"{names[1]} > {names[0]}" if diff.high < 0
+               else UNRESOLVED)
+    return Comparison(diff, verdict)
+
+
+# --------------------------------------------------------------------------- any statistic of test items
+
+
+def compare_over_seeds(a: ArrayLike, b: ArrayLike, *, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
+                       names: tuple[str, str] = ("A", "B")) -> Comparison:
+    """Δ = mean(a) − mean(b) for per-item outcomes of two methods on the same test items, one row per training
+    seed (S×N each, e.g. 1 where an object was detected): the test items are resampled (the same resample for
+    every seed and both methods) and Δ averaged over seeds. The verdict is resolved only when the interval
+    excludes 0 *and* every seed's own Δ has that sign, so a claim never rests on one lucky seed."""
+    a, b = np.atleast_2d(np.asarray(a, np.float64)), np.atleast_2d(np.asarray(b, np.float64))
+    if a.shape != b.shape or a.shape[1] < 2:
+        raise ValueError(f"a and b must be seeds × items of the same shape (>= 2 items), got {a.shape} and {b.shape}")
+    n_boot, level = _check_boot(n_boot, level)
+    idx = np.random.default_rng(seed).integers(0, a.shape[1], (n_boot, a.shape[1]))
+    boots = (a[:, idx].mean(-1) - b[:, idx].mean(-1)).mean(0)
+    per_seed = a.mean(1) - b.mean(1)
+    diff = Estimate(float(per_seed.mean()), *_percentile(boots, level))
+    if diff.low > 0 and (per_seed > 0).all():
+        verdict = f"{names[0]} > {names[1]}"
+    elif diff.high < 0 and (per_seed < 0).all():
+        verdict = f"{names[1]} > {names[0]}"
+    else:
+        verdict = UNRESOLVED
+    return Comparison(diff, verdict)
+
+
+def compare_statistic(statistic, a: Sequence, b: Sequence, reference: Sequence, *, n_boot: int = 200,
+                      seed: int = 0, level: float = 0.95, names: tuple[str, str] = ("A", "B")) -> Comparison:
+    """Δ = statistic(a, reference) − statistic(b, reference) for a two-sample statistic (e.g. a distance between
+    generated and real samples), bootstrapped by resampling the rows of ``a``, ``b`` and ``reference`` (the
+    same reference resample for both). A *smaller* distance is better, so the verdict names the method with the
+    smaller value: "A < B" when the interval of Δ lies below 0."""
+    a, b, ref = np.asarray(a), np.asarray(b), np.asarray(reference)
+    n_boot, level = _check_boot(n_boot, level)
+    rng = np.random.default_rng(seed)
+    boots = []
+    for _ in range(n_boot):
+        r = ref[rng.integers(0, len(ref), len(ref))]
+        boots.append(statistic(a[rng.integers(0, len(a), len(a))], r) - statistic(b[rng.integers(0, len(b), len(b))], r))
+    diff = Estimate(float(statistic(a, ref) - statistic(b, ref)), *_percentile(np.array(boots), level))
+    verdict = (f"{names[0]} < {names[1]}" if diff.high < 0 else f"{names[1]} < {names[0]}" if diff.low > 0
                else UNRESOLVED)
     return Comparison(diff, verdict)

@@ -56,6 +56,8 @@ __all__ = [
     "sample_ddpm",
     "sample_ddim",
     "sample_hybrid",
+    "hybrid_plan",
+    "run_plan",
     "predict_x0_one_step",
     "denoise_from",
     "ddim_from",
@@ -421,8 +423,8 @@ def t_batch(t: int | torch.Tensor, n: int, device: torch.device | str | None = N
     return torch.full((n,), int(t), dtype=torch.long, device=device)
 
 
-def _hybrid_plan(diffusion: Diffusion, num_steps: int, switch_t: int) -> list[tuple[int, int, str]]:
-    """(t, t_prev, kind) for every model call of the hybrid sampler (see :func:`sample_hybrid`)."""
+def hybrid_plan(diffusion: Diffusion, num_steps: int, switch_t: int) -> list[tuple[int, int, str]]:
+    """(t, t_prev, kind) for every model call of the hybrid sampler (seed 000 §3.2; see :func:`sample_hybrid`)."""
     plan = []
     for t in diffusion.timesteps(num_steps):
         if t <= switch_t:
@@ -439,10 +441,10 @@ def _hybrid_plan(diffusion: Diffusion, num_steps: int, switch_t: int) -> list[tu
 
 @torch.no_grad()
 def _run(eps_theta: EpsModel, x: torch.Tensor, diffusion: Diffusion, plan, generator: torch.Generator,
-         eta: float, clip_x0: bool, progress: bool, desc: str):
+         eta: float, clip_x0: bool, progress: bool, desc: str, after_step=None):
     """Shared reverse loop from x over ``plan`` ((t, t_prev, kind) per model call).  Noise order (fixed by
     ``generator``): per step z for a DDPM step with t_prev >= 0, or for a DDIM step when η > 0
-    (diffusers' order; the steps draw it)."""
+    (diffusers' order; the steps draw it). ``after_step(x_prev, t_prev)`` may replace each step's result."""
     steps = []
     for t, t_prev, kind in tqdm(plan, desc=desc, disable=not progress, leave=False):
         eps = eps_theta(x, t_batch(t, x.shape[0], x.device))
@@ -450,8 +452,23 @@ def _run(eps_theta: EpsModel, x: torch.Tensor, diffusion: Diffusion, plan, gener
             x = diffusion.ddpm_step(eps, t, x, t_prev=t_prev, generator=generator, clip_x0=clip_x0).x_prev
         else:
             x = diffusion.ddim_step(eps, t, x, t_prev=t_prev, eta=eta, generator=generator, clip_x0=clip_x0).x_prev
+        if after_step is not None:
+            x = after_step(x, t_prev)
         steps.append((t, kind))
     return x, steps
+
+
+@torch.no_grad()
+def run_plan(eps_theta: EpsModel, x_t: torch.Tensor, diffusion: Diffusion, plan: list[tuple[int, int, str]], *,
+             generator: torch.Generator, eta: float = 0.0, clip_x0: bool = True, progress: bool = False,
+             desc: str = "reverse", after_step: Callable[[torch.Tensor, int], torch.Tensor] | None = None
+             ) -> tuple[torch.Tensor, list[tuple[int, str]]]:
+    """The reverse loop of every sampler from a given x_t over ``plan`` ((t, t_prev, "ddim" | "ddpm") per model call,
+    e.g. :func:`hybrid_plan`); ``after_step(x_prev, t_prev)`` replaces each step's result (masked generation puts the
+    known pixels back: x_{t-1} ← m·x_{t-1} + (1−m)·x_0, seed 000 §3.3). Returns ``(x, steps)``."""
+    check_generator("generator", generator)
+    eta = check_float("eta", eta, 0.0, 1.0)
+    return _run(eps_theta, x_t, diffusion, plan, generator, eta, clip_x0, progress, desc, after_step)
 
 
 def _sample(eps_theta: EpsModel, shape, plan, diffusion: Diffusion, generator: torch.Generator, eta: float,
@@ -523,7 +540,7 @@ def sample_hybrid(eps_theta: EpsModel, shape: tuple[int, int, int, int], diffusi
     eta = check_float("eta", eta, 0.0, 1.0)
     switch_t = check_int("switch_t", switch_t, -1, diffusion.T - 1)
     diffusion.timesteps(num_steps)  # checks num_steps before anything else
-    plan = _hybrid_plan(diffusion, num_steps, switch_t)
+    plan = hybrid_plan(diffusion, num_steps, switch_t)
     return _sample(eps_theta, shape, plan, diffusion, generator, eta, clip_x0, progress, device, "hybrid")
 
 
