@@ -4,9 +4,8 @@ and precision at IoU 0.5 and mAP@0.5 (pycocotools' COCOeval with the IoU thresho
 
 Seed 000 trains YOLOv5 (ultralytics). The kit does not: YOLOv5 is AGPL-3.0 licensed, its training script
 downloads pretrained weights and fonts at start, and it is a framework rather than a library call. FCOS is
-anchor-free and one-stage like YOLOv5 and ships with torchvision; with pretrained COCO weights (the paper's
-YOLOv5 started from them) every case would score higher, and the gap between few-real and more data would
-likely shrink.
+anchor-free and one-stage like YOLOv5 and ships with torchvision. The paper does not say whether its YOLOv5
+started from COCO-pretrained weights; with them every case would probably score higher (not measured here).
 
 The detector is trained by the kit's one loop (:class:`lib.io.training.Trainer`, no state file: it trains in the
 notebook); FCOS returns its three losses (classification, box regression, centre-ness) in training mode, and

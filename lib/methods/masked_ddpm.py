@@ -415,6 +415,9 @@ def generate_in_boxes(model: MaskedDDPM, images: np.ndarray, boxes: Sequence[Seq
                          f"entry per image ({n})")
     if dropout is not None:
         check_float("dropout", dropout, 0.0, 1.0)
+    num_steps = check_int("num_steps", num_steps, 1, model.diffusion.T)
+    switch_t = check_int("switch_t", switch_t, -1, model.diffusion.T - 1)
+    batch_size = check_int("batch_size", batch_size, 1)
     dev = pick_device(device)
     fmsk = np.stack([boxes_to_mask(bx, (H, W)) for bx in boxes]).astype(np.float32)
     context = _grey_context(images, cfg.blur)
