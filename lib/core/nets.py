@@ -123,11 +123,12 @@ UNET_PRESETS: dict[str, UNetConfig] = {
 
 
 def unet(preset: str = "tiny", image_size: int | None = None, in_channels: int = 3,
-         out_channels: int = 3) -> UNet2DModel:
+         out_channels: int = 3, num_class_embeds: int | None = None) -> UNet2DModel:
     """Build a `UNet2DModel` from a preset (``"tiny"`` or ``"paper"``).
 
     ``image_size`` overrides the preset's ``sample_size`` (it must be divisible by
     2^(levels−1)); the UNet itself is fully convolutional, this only sets its config.
+    ``num_class_embeds``: a class-conditional UNet (diffusers adds the class embedding to the time embedding).
     """
     if preset not in UNET_PRESETS:
         raise ValueError(f"preset={preset!r} is unknown; choose one of {sorted(UNET_PRESETS)}")
@@ -138,6 +139,8 @@ def unet(preset: str = "tiny", image_size: int | None = None, in_channels: int =
         raise ValueError(f"image_size={size} must be divisible by {factor} for preset {preset!r}")
     kwargs = cfg.kwargs()
     kwargs.update(sample_size=size, in_channels=in_channels, out_channels=out_channels)
+    if num_class_embeds is not None:
+        kwargs.update(num_class_embeds=num_class_embeds)
     model = UNet2DModel(**kwargs)
     if cfg.num_heads is not None:
         set_attention_heads(model, cfg.num_heads)

@@ -13,15 +13,16 @@ from lib.core.paths import CHECKPOINTS
 from lib.io.checkpoints import (CheckpointError, checkpoint_path, config_diff, data_digest, half_precision, identify_kind,
                                 load_file, read_manifest, resume_state, verify_checkpoint)
 from lib.io.cli import config_from_args
-from lib.methods import ddpm, diffusionad, learned_map, masked_ddpm  # noqa: F401  (register their checkpoint kinds)
+from lib.methods import ddpm, diag, diffusionad, learned_map, masked_ddpm  # noqa: F401  (register their checkpoint kinds)
 
 COMMITTED = sorted(CHECKPOINTS.glob("*.pt"))
 LOADERS = {"ddpm": ddpm.load_ddpm, "diffusionad": diffusionad.load_diffusionad,
-           "learned_map": learned_map.load_learned_map, "masked_ddpm": masked_ddpm.load_masked}
+           "learned_map": learned_map.load_learned_map, "masked_ddpm": masked_ddpm.load_masked,
+           "diag_standin": diag.load_standin}
 
 
 def test_there_are_committed_checkpoints():
-    assert len(COMMITTED) == 22   # 19 of notebooks 01, 03, 04 and 3 of notebook 02
+    assert len(COMMITTED) == 23   # 19 of notebooks 01, 03, 04, 3 of notebook 02, 1 of notebook 05
 
 
 @pytest.mark.parametrize("path", COMMITTED, ids=[p.stem for p in COMMITTED])

@@ -1,0 +1,159 @@
+"""Seed 004 (internship report): class balancing of a defect dataset with img2img generation — the per-class quota
+planner, an automatic filter in place of the report's manual picking, and the report's inspection rates.
+
+The report (§三(二), Figure 3) generated defect images with Stable Diffusion img2img (denoising strength 0.2–0.3,
+DPM++ SDE Karras sampler) from real defect images of the classes that had few, "as far as possible balancing the
+number of each defect type", until every small class reached about 300 images; then it picked the usable images by
+hand, avoiding ones "too identical to the source" and ones "too unlike real defects". The kit's planner:
+
+    g_c = 0                                   if n_c ≥ target
+    g_c = ⌈(target − n_c) / quantum⌉ · quantum  otherwise
+
+(the report generated in round batches; :data:`REPORT_TABLES` holds its original and generated rows, and
+:func:`compare_with_report` shows where the planner and the report's hand-made numbers agree).
+
+The filter (:func:`filter_generated`) rejects a generated image whose feature distance to its own source is below
+the ``copy_quantile`` of the real images' nearest-neighbour distances within their class (a near-copy), or whose
+distance to the nearest real image of its class is above the ``outlier_quantile`` of those distances (unlike any
+real defect). The report's metrics (§三(四)) are named but not defined there; :func:`inspection_rates` states the
+kit's reading.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from ..core.checks import check_float, check_int
+
+__all__ = ["REPORT_TABLES", "plan_quotas", "compare_with_report", "pixel_features", "FilterResult",
+           "filter_generated", "inspection_rates"]
+
+#: Figure 3 of the report: the pad (焊盘) and substrate (基材) abnormal classes, original and generated counts
+REPORT_TABLES = {
+    "pad": {
+        "classes": ["movable foreign matter (可移动异物)", "foreign matter (异物)", "discolouration (异色)",
+                    "damage (损伤)", "oxidation (氧化)", "exposed copper (漏铜)", "pad dent (焊盘凹凸)", "dirt (脏污)"],
+        "original": [38, 62, 111, 567, 357, 80, 78, 506],
+        "generated": [268, 240, 200, 0, 0, 220, 230, 0],
+    },
+    "substrate": {
+        "classes": ["false exposed copper (假性漏铜)", "substrate scratch (基材划痕)", "substrate dot (基材小点)",
+                    "substrate damage (基材损坏)", "foreign matter (异物)", "scuff (擦花)", "bubble (气泡)",
+                    "exposed copper (漏铜)", "dirt (脏污)", "edge damage (边缘损坏)"],
+        "original": [1139, 303, 248, 67, 154, 333, 169, 450, 88, 145],
+        "generated": [0, 0, 60, 240, 150, 0, 140, 0, 220, 150],
+    },
+}
+
+
+def plan_quotas(counts: Mapping[str, int], target: int = 300, quantum: int = 10) -> dict[str, int]:
+    """Images to generate per class: g_c = ⌈(target − n_c)/quantum⌉·quantum for n_c < target, else 0."""
+    target, quantum = check_int("target", target, 1), check_int("quantum", quantum, 1)
+    out = {}
+    for c, n in counts.items():
+        n = check_int(f"counts[{c!r}]", n, 0)
+        out[c] = 0 if n >= target else math.ceil((target - n) / quantum) * quantum
+    return out
+
+
+def compare_with_report(table: str, target: int = 300, quantum: int = 10) -> list[dict]:
+    """The planner on the report's original row of ``table`` ("pad" or "substrate") beside the report's generated
+    row: one dict per class (original, report, planner, difference, totals)."""
+    if table not in REPORT_TABLES:
+        raise ValueError(f"table={table!r} is unknown; choose one of {sorted(REPORT_TABLES)}")
+    t = REPORT_TABLES[table]
+    plan = plan_quotas(dict(zip(t["classes"], t["original"])), target, quantum)
+    return [{"class": c, "original": n, "report": g, "planner": plan[c], "difference": plan[c] - g,
+             "report total": n + g, "planner total": n + plan[c]}
+            for c, n, g in zip(t["classes"], t["original"], t["generated"])]
+
+
+def pixel_features(images: np.ndarray, size: int = 16) -> np.ndarray:
+    """The filter's default features: each uint8 image area-averaged to ``size``×``size`` RGB in [0, 1], flattened."""
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.from_numpy(np.asarray(images)).permute(0, 3, 1, 2).float().div(255)
+    return F.adaptive_avg_pool2d(x, size).flatten(1).numpy()
+
+
+@dataclass
+class FilterResult:
+    """Which generated images pass: ``keep`` (bool), ``reason`` ("kept", "near-copy" or "outlier") per image, the
+    distances to the source and to the nearest real image of the class, and the two thresholds per class."""
+
+    keep: np.ndarray
+    reason: list[str]
+    to_source: np.ndarray
+    to_real: np.ndarray
+    thresholds: dict[str, tuple[float, float]]
+
+    def counts(self) -> dict[str, int]:
+        """How many images each reason got."""
+        return {r: self.reason.count(r) for r in ("kept", "near-copy", "outlier")}
+
+
+def _cdist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.sqrt(np.maximum(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1), 0.0))
+
+
+def filter_generated(generated: np.ndarray, sources: Sequence[int], classes: Sequence[str], real: np.ndarray,
+                     real_classes: Sequence[str], *, copy_quantile: float = 0.05, outlier_quantile: float = 0.95,
+                     features: Callable[[np.ndarray], np.ndarray] = pixel_features) -> FilterResult:
+    """The automatic filter: generated image i (made from ``real[sources[i]]``, class ``classes[i]``) is a
+    near-copy when d(f_i, f_source) < q_copy and an outlier when min_j d(f_i, f_j) over the class's real images >
+    q_out; q_copy and q_out are the ``copy_quantile`` and ``outlier_quantile`` of the real images' nearest-neighbour
+    distances within the class (each real image to the others)."""
+    check_float("copy_quantile", copy_quantile, 0.0, 1.0)
+    check_float("outlier_quantile", outlier_quantile, copy_quantile, 1.0)
+    generated, real = np.asarray(generated), np.asarray(real)
+    if len(sources) != len(generated) or len(classes) != len(generated):
+        raise ValueError(f"need one source index and one class per generated image ({len(generated)}), got "
+                         f"{len(sources)} and {len(classes)}")
+    if len(real_classes) != len(real):
+        raise ValueError(f"need one class per real image ({len(real)}), got {len(real_classes)}")
+    fg, fr = features(generated), features(real)
+    real_classes = np.asarray(real_classes)
+    thresholds: dict[str, tuple[float, float]] = {}
+    to_source = np.linalg.norm(fg - fr[np.asarray(sources, int)], axis=1) if len(generated) else np.zeros(0)
+    to_real = np.zeros(len(generated))
+    keep, reason = np.ones(len(generated), bool), ["kept"] * len(generated)
+    for c in sorted(set(classes)):
+        members = np.flatnonzero(real_classes == c)
+        if len(members) < 2:
+            raise ValueError(f"class {c!r} has {len(members)} real image(s); the filter needs at least 2 to set its "
+                             "thresholds")
+        d = _cdist(fr[members], fr[members])
+        np.fill_diagonal(d, np.inf)
+        nn = d.min(1)
+        q_copy, q_out = float(np.quantile(nn, copy_quantile)), float(np.quantile(nn, outlier_quantile))
+        thresholds[c] = (q_copy, q_out)
+        rows = [i for i, k in enumerate(classes) if k == c]
+        to_real[rows] = _cdist(fg[rows], fr[members]).min(1)
+        for i in rows:
+            if to_source[i] < q_copy:
+                keep[i], reason[i] = False, "near-copy"
+            elif to_real[i] > q_out:
+                keep[i], reason[i] = False, "outlier"
+    return FilterResult(keep, reason, to_source, to_real, thresholds)
+
+
+def inspection_rates(predicted_abnormal: Sequence[bool], abnormal: Sequence[bool]) -> dict[str, float]:
+    """The report's binary rates (§三(四)), abnormal = positive; the report names them without formulas, so the kit
+    reads them as automated optical inspection does: accuracy (TP+TN)/N, recall TP/(TP+FN), miss rate FN/(TP+FN),
+    overkill rate FP/(FP+TN) (good parts rejected) and filter rate (TN+FN)/N (images the model passes as good, which
+    a person then need not re-inspect)."""
+    p, y = np.asarray(predicted_abnormal, bool), np.asarray(abnormal, bool)
+    if p.shape != y.shape or p.ndim != 1 or not len(p):
+        raise ValueError(f"predictions {p.shape} and labels {y.shape} must be two equal non-empty vectors")
+    if y.all() or not y.any():
+        raise ValueError("the labels need both abnormal and normal images to give every rate")
+    tp, tn = int((p & y).sum()), int((~p & ~y).sum())
+    fp, fn = int((p & ~y).sum()), int((~p & y).sum())
+    n = len(y)
+    return {"accuracy": (tp + tn) / n, "recall": tp / (tp + fn), "miss rate": fn / (tp + fn),
+            "overkill rate": fp / (fp + tn), "filter rate": (tn + fn) / n}
