@@ -59,7 +59,7 @@ from .metrics import ArrayLike, as_nhw, finite_scores, to_numpy
 
 __all__ = ["Estimate", "Comparison", "METRICS", "METRIC_NAMES", "UNRESOLVED", "bootstrap_metrics", "compare",
            "resample_weights", "weighted_image_auroc", "binned_pixel_metric", "metric_samples", "mean_estimate",
-           "compare_means", "compare_over_seeds", "compare_statistic"]
+           "compare_means", "compare_over_seeds", "compare_scores_over_seeds", "compare_statistic"]
 
 METRICS = ("I", "P", "O", "A")
 """The metric codes: image AUROC, pixel AUROC, PRO-AUC (FPR <= 0.3), pixel AP."""
@@ -525,6 +525,16 @@ def compare_means(a: Sequence[ArrayLike], b: Sequence[ArrayLike], labels: Sequen
 # --------------------------------------------------------------------------- any statistic of test items
 
 
+def _seed_verdict(per_seed: np.ndarray, boots: np.ndarray, level: float, names: tuple[str, str]) -> Comparison:
+    """Resolved only when the interval of the seed-mean Δ excludes 0 and every seed's own Δ has that sign."""
+    diff = Estimate(float(per_seed.mean()), *_percentile(boots, level))
+    if diff.low > 0 and (per_seed > 0).all():
+        return Comparison(diff, f"{names[0]} > {names[1]}")
+    if diff.high < 0 and (per_seed < 0).all():
+        return Comparison(diff, f"{names[1]} > {names[0]}")
+    return Comparison(diff, UNRESOLVED)
+
+
 def compare_over_seeds(a: ArrayLike, b: ArrayLike, *, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
                        names: tuple[str, str] = ("A", "B")) -> Comparison:
     """Δ = mean(a) − mean(b) for per-item outcomes of two methods on the same test items, one row per training
@@ -537,15 +547,30 @@ def compare_over_seeds(a: ArrayLike, b: ArrayLike, *, n_boot: int = 1000, seed: 
     n_boot, level = _check_boot(n_boot, level)
     idx = np.random.default_rng(seed).integers(0, a.shape[1], (n_boot, a.shape[1]))
     boots = (a[:, idx].mean(-1) - b[:, idx].mean(-1)).mean(0)
-    per_seed = a.mean(1) - b.mean(1)
-    diff = Estimate(float(per_seed.mean()), *_percentile(boots, level))
-    if diff.low > 0 and (per_seed > 0).all():
-        verdict = f"{names[0]} > {names[1]}"
-    elif diff.high < 0 and (per_seed < 0).all():
-        verdict = f"{names[1]} > {names[0]}"
-    else:
-        verdict = UNRESOLVED
-    return Comparison(diff, verdict)
+    return _seed_verdict(a.mean(1) - b.mean(1), boots, level, names)
+
+
+def compare_scores_over_seeds(metric, a: ArrayLike, b: ArrayLike, labels: ArrayLike, *, n_boot: int = 1000,
+                              seed: int = 0, level: float = 0.95, names: tuple[str, str] = ("A", "B")) -> Comparison:
+    """Δ = mean over seeds of metric(a_s, y) − metric(b_s, y) for a score metric such as AP (``a``, ``b``: seeds ×
+    test images of scores, ``labels`` the images' labels): the test images are resampled (the same resample for
+    every seed and both methods; resamples with one class only are drawn again). Resolved as
+    :func:`compare_over_seeds`: the interval excludes 0 and every seed's own Δ has that sign."""
+    a, b = np.atleast_2d(np.asarray(a, np.float64)), np.atleast_2d(np.asarray(b, np.float64))
+    y = np.asarray(labels).astype(int)
+    if a.shape != b.shape or a.shape[1] != len(y):
+        raise ValueError(f"a and b must be seeds × images of the same shape with one label per image, got "
+                         f"{a.shape}, {b.shape} and {len(y)} labels")
+    n_boot, level = _check_boot(n_boot, level)
+    rng = np.random.default_rng(seed)
+    boots = []
+    while len(boots) < n_boot:
+        idx = rng.integers(0, len(y), len(y))
+        if y[idx].min() == y[idx].max():
+            continue
+        boots.append(np.mean([metric(sa[idx], y[idx]) - metric(sb[idx], y[idx]) for sa, sb in zip(a, b)]))
+    per_seed = np.array([metric(sa, y) - metric(sb, y) for sa, sb in zip(a, b)])
+    return _seed_verdict(per_seed, np.asarray(boots), level, names)
 
 
 def compare_statistic(statistic, a: Sequence, b: Sequence, reference: Sequence, *, n_boot: int = 200,

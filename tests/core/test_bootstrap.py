@@ -202,3 +202,24 @@ def test_mean_estimate_and_compare_means():
     assert same.verdict == "not resolved at this size"
     with pytest.raises(ValueError, match="one entry per category"):
         compare_means(good, bad[:2], labels)
+
+
+def test_compare_scores_over_seeds_needs_every_seed():
+    from sklearn.metrics import average_precision_score as sk_ap
+
+    def average_precision_score(scores, labels):               # metric(scores, labels), as the kit's metrics
+        return sk_ap(labels, scores)
+
+    rng = np.random.default_rng(0)
+    y = np.r_[np.zeros(40), np.ones(20)].astype(int)
+    good = np.stack([y + rng.normal(0, 0.5, len(y)) for _ in range(3)])
+    bad = np.stack([rng.normal(0, 1, len(y)) for _ in range(3)])
+    from lib.core import bootstrap as B
+    v = B.compare_scores_over_seeds(average_precision_score, good, bad, y, n_boot=200, seed=0, names=("good", "bad"))
+    assert v.resolved and v.verdict == "good > bad" and v.difference.value > 0
+    mixed = np.stack([good[0], bad[1], bad[2]])
+    w = B.compare_scores_over_seeds(average_precision_score, mixed, np.stack([bad[0], good[1], good[2]]), y,
+                                    n_boot=200, seed=0)
+    assert not w.resolved
+    with pytest.raises(ValueError, match="one label per image"):
+        B.compare_scores_over_seeds(average_precision_score, good, bad, y[:10])
