@@ -93,6 +93,7 @@ class Comparison(NamedTuple):
 
     difference: Estimate
     verdict: str
+    per_seed: tuple[float, ...] = ()     # over training seeds: each seed's own difference
 
     @property
     def resolved(self) -> bool:
@@ -100,8 +101,9 @@ class Comparison(NamedTuple):
         return self.verdict != UNRESOLVED
 
     def __str__(self) -> str:
-        """``"A > B (difference 0.041 [0.012, 0.070])"``."""
-        return f"{self.verdict} (difference {self.difference})"
+        """``"A > B (difference 0.041 [0.012, 0.070])"``, with the seeds' own differences when over seeds."""
+        seeds = f"; per seed {', '.join(f'{d:+.3f}' for d in self.per_seed)}" if self.per_seed else ""
+        return f"{self.verdict} (difference {self.difference}{seeds})"
 
 
 UNRESOLVED = "not resolved at this size"
@@ -528,11 +530,12 @@ def compare_means(a: Sequence[ArrayLike], b: Sequence[ArrayLike], labels: Sequen
 def _seed_verdict(per_seed: np.ndarray, boots: np.ndarray, level: float, names: tuple[str, str]) -> Comparison:
     """Resolved only when the interval of the seed-mean Δ excludes 0 and every seed's own Δ has that sign."""
     diff = Estimate(float(per_seed.mean()), *_percentile(boots, level))
+    seeds = tuple(float(d) for d in per_seed)
     if diff.low > 0 and (per_seed > 0).all():
-        return Comparison(diff, f"{names[0]} > {names[1]}")
+        return Comparison(diff, f"{names[0]} > {names[1]}", seeds)
     if diff.high < 0 and (per_seed < 0).all():
-        return Comparison(diff, f"{names[1]} > {names[0]}")
-    return Comparison(diff, UNRESOLVED)
+        return Comparison(diff, f"{names[1]} > {names[0]}", seeds)
+    return Comparison(diff, UNRESOLVED, seeds)
 
 
 def compare_over_seeds(a: ArrayLike, b: ArrayLike, *, n_boot: int = 1000, seed: int = 0, level: float = 0.95,

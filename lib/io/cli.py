@@ -24,8 +24,8 @@ from typing import Any, Callable, Iterator, Sequence
 from ..core.paths import CHECKPOINTS, TRAIN_STATE
 from .checkpoints import checkpoint_path
 
-__all__ = ["add_config_arguments", "config_from_args", "config_argv", "add_training_arguments", "checkpoint_name",
-           "command_line", "exit_on_error", "cli_main"]
+__all__ = ["add_config_arguments", "config_from_args", "config_argv", "add_training_arguments", "training_parser",
+           "checkpoint_name", "command_line", "exit_on_error", "cli_main"]
 
 
 def _flag(name: str) -> str:
@@ -127,6 +127,16 @@ def exit_on_error(parser: argparse.ArgumentParser) -> Iterator[None]:
         yield
     except (ValueError, FileNotFoundError) as e:
         parser.exit(2, f"{parser.prog}: error: {e}\n")
+
+
+def training_parser(module: str, description: str, config_cls, *, example: str) -> argparse.ArgumentParser:
+    """``python -m <module>``'s parser for a training command whose export may be float16: the common options
+    (:func:`add_training_arguments`), ``--export-half`` and one option per field of ``config_cls``."""
+    p = argparse.ArgumentParser(prog=f"python -m {module}", description=description)
+    add_training_arguments(p, example=example)
+    p.add_argument("--export-half", action="store_true", help="store the exported EMA weights as float16")
+    add_config_arguments(p, config_cls)
+    return p
 
 
 def command_line(module: str, argv: Sequence[str] | None) -> str:

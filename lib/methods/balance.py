@@ -17,20 +17,30 @@ the ``copy_quantile`` of the real images' nearest-neighbour distances within the
 distance to the nearest real image of its class is above the ``outlier_quantile`` of those distances (unlike any
 real defect). The report's metrics (§三(四)) are named but not defined there; :func:`inspection_rates` states the
 kit's reading.
+
+Generation (:data:`Img2ImgFn`: images, class names, seeds → images): the paper profile calls diffusers'
+``StableDiffusionImg2ImgPipeline`` with DPM++ SDE Karras (:func:`load_sd_img2img`, :func:`sd_img2img_fn`; the report
+used the Stable Diffusion web UI, whose defaults — SD 1.5, 20 steps, CFG 7 — :data:`REPORT` takes, as the report
+names only the strength and the sampler); the quick profile runs DIAG's offline stand-in with the whole image as its
+mask (:func:`standin_img2img_fn`).
 """
 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
+import torch
 
-from ..core.checks import check_float, check_int
+from ..core.checks import check_choice, check_float, check_int
+from ..io.pretrained import load_pipeline, tiny_clip_tokenizer
 
 __all__ = ["REPORT_TABLES", "plan_quotas", "compare_with_report", "pixel_features", "FilterResult",
-           "filter_generated", "inspection_rates"]
+           "filter_generated", "inspection_rates", "Img2ImgSettings", "REPORT", "Img2ImgFn", "class_prompt",
+           "load_sd_img2img", "sd_img2img_fn", "tiny_sd_img2img", "standin_img2img_fn"]
 
 #: Figure 3 of the report: the pad (焊盘) and substrate (基材) abnormal classes, original and generated counts
 REPORT_TABLES = {
@@ -157,3 +167,138 @@ def inspection_rates(predicted_abnormal: Sequence[bool], abnormal: Sequence[bool
     n = len(y)
     return {"accuracy": (tp + tn) / n, "recall": tp / (tp + fn), "miss rate": fn / (tp + fn),
             "overkill rate": fp / (fp + tn), "filter rate": (tn + fn) / n}
+
+
+# ----------------------------------------------------------------------------------------------
+# img2img generation (§三(二)): Stable Diffusion (paper profile) or DIAG's stand-in (quick)
+# ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Img2ImgSettings:
+    """The report's img2img call: ``strength`` 0.2–0.3 and DPM++ SDE Karras (stated); model, steps, CFG and size are
+    the web UI's defaults (not stated in the report)."""
+
+    model: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    strength: float = 0.25
+    num_inference_steps: int = 20
+    guidance_scale: float = 7.0
+    size: int = 512
+    dtype: str = "float16"
+    prompt: str = "a close-up photo of an industrial surface with a {} defect"
+
+    def __post_init__(self) -> None:
+        check_float("strength", self.strength, 0.0, 1.0, lo_open=True)
+        check_int("num_inference_steps", self.num_inference_steps, 1)
+        check_float("guidance_scale", self.guidance_scale, 0.0)
+        check_int("size", self.size, 8)
+        if self.size % 8:
+            raise ValueError(f"size={self.size} must be a multiple of 8 (the VAE downsamples by 8)")
+        check_choice("dtype", self.dtype, ("float16", "bfloat16", "float32"))
+
+
+REPORT = Img2ImgSettings()
+
+#: ``img2img(images uint8 N×H×W×3, class names, seeds) → uint8 images of the same shape``
+Img2ImgFn = Callable[[np.ndarray, Sequence[str], Sequence[int]], np.ndarray]
+
+_SD_PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+
+
+def class_prompt(defect_class: str, settings: Img2ImgSettings = REPORT) -> str:
+    """The text prompt of a defect class, ``settings.prompt`` with the class name (underscores as spaces)."""
+    return settings.prompt.format(str(defect_class).replace("_", " "))
+
+
+def _karras_sde(scheduler):
+    from diffusers import DPMSolverSDEScheduler
+
+    return DPMSolverSDEScheduler.from_config(scheduler.config, use_karras_sigmas=True)
+
+
+def load_sd_img2img(source: str | os.PathLike = REPORT.model, *, device: str | torch.device | None = None,
+                    dtype: str = REPORT.dtype, local_files_only: bool = False):
+    """``StableDiffusionImg2ImgPipeline.from_pretrained(source)`` with its scheduler replaced by DPM++ SDE Karras
+    (``DPMSolverSDEScheduler``, ``use_karras_sigmas=True``; needs torchsde), safety checker off; a local folder that
+    is missing or incomplete raises :class:`lib.io.pretrained.WeightsError` naming it."""
+    from diffusers import StableDiffusionImg2ImgPipeline
+
+    pipe = load_pipeline(StableDiffusionImg2ImgPipeline, source, parts=_SD_PARTS, what="Stable Diffusion img2img",
+                         hub_id=REPORT.model, device=device, dtype=dtype, local_files_only=local_files_only,
+                         safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.scheduler = _karras_sde(pipe.scheduler)
+    return pipe
+
+
+def sd_img2img_fn(pipe, settings: Img2ImgSettings = REPORT, batch_size: int = 8) -> Img2ImgFn:
+    """An :data:`Img2ImgFn` calling ``pipe`` (a ``StableDiffusionImg2ImgPipeline`` with DPM++ SDE Karras) at the
+    report's strength: images resized to ``settings.size``² and back (bicubic), the class's :func:`class_prompt`, one
+    generator and one Brownian tree per image (``seeds[i]``), ``batch_size`` images per call."""
+    from PIL import Image
+
+    check_int("batch_size", batch_size, 1)
+    device = getattr(pipe, "device", torch.device("cpu"))
+    S = settings.size
+
+    def img2img(images: np.ndarray, classes: Sequence[str], seeds: Sequence[int]) -> np.ndarray:
+        images = np.asarray(images)
+        if images.ndim != 4 or images.dtype != np.uint8 or images.shape[-1] != 3:
+            raise ValueError(f"images must be uint8 N×H×W×3, got {images.dtype} {images.shape}")
+        if len(classes) != len(images) or len(seeds) != len(images):
+            raise ValueError(f"need one class and one seed per image ({len(images)}), got {len(classes)} and "
+                             f"{len(seeds)}")
+        H, W = images.shape[1:3]
+        out = []
+        for s in range(0, len(images), batch_size):
+            ims, cls, sd = images[s:s + batch_size], classes[s:s + batch_size], [int(v) for v in seeds[s:s + batch_size]]
+            if hasattr(pipe.scheduler, "noise_sampler_seed"):
+                pipe.scheduler.noise_sampler_seed = sd if len(sd) > 1 else sd[0]
+            res = pipe(prompt=[class_prompt(c, settings) for c in cls],
+                       image=[Image.fromarray(im).resize((S, S), Image.BICUBIC) for im in ims],
+                       strength=settings.strength, num_inference_steps=settings.num_inference_steps,
+                       guidance_scale=settings.guidance_scale, output_type="pil",
+                       generator=[torch.Generator(device=device).manual_seed(v) for v in sd]).images
+            out += [np.asarray(im.convert("RGB").resize((W, H), Image.BICUBIC)) for im in res]
+        return np.stack(out)
+
+    return img2img
+
+
+def tiny_sd_img2img(seed: int = 0):
+    """A randomly initialised, tiny ``StableDiffusionImg2ImgPipeline`` with DPM++ SDE Karras, built in code (no
+    download), for plumbing tests: its images are noise."""
+    from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionImg2ImgPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(check_int("seed", seed, 0))
+    net = UNet2DConditionModel(block_out_channels=(32, 64), layers_per_block=1, sample_size=16, in_channels=4,
+                               out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                               up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
+                               attention_head_dim=4)
+    vae = AutoencoderKL(block_out_channels=[32, 64], in_channels=3, out_channels=3,
+                        down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
+                        latent_channels=4, sample_size=32)
+    tok = tiny_clip_tokenizer()
+    text = CLIPTextModel(CLIPTextConfig(bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_size=32,
+                                        intermediate_size=37, layer_norm_eps=1e-5, num_attention_heads=4,
+                                        num_hidden_layers=2, vocab_size=len(tok), hidden_act="gelu"))
+    sched = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1)
+    pipe = StableDiffusionImg2ImgPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=net,
+                                          scheduler=_karras_sde(sched), safety_checker=None, feature_extractor=None,
+                                          requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def standin_img2img_fn(model, *, num_steps: int = 20, strength: float = REPORT.strength,
+                       scheduler: str = "dpmpp_sde_karras", device: str | torch.device | None = None) -> Img2ImgFn:
+    """An :data:`Img2ImgFn` with DIAG's offline stand-in (:func:`lib.methods.diag.sample_standin`, the whole image as
+    mask): class names are the source's defect types, mapped by :data:`lib.methods.diag.DEFECT_CLASS`."""
+    from . import diag
+
+    def img2img(images: np.ndarray, classes: Sequence[str], seeds: Sequence[int]) -> np.ndarray:
+        images = np.asarray(images)
+        full = np.ones(images.shape[:3], bool)
+        kinds = [diag.DEFECT_CLASS.get(c, c) for c in classes]
+        return diag.sample_standin(model, images, full, kinds, seeds, num_steps=num_steps, strength=strength,
+                                   scheduler=scheduler, device=device)
+
+    return img2img

@@ -52,12 +52,13 @@ from ..core.nets import UNET_PRESETS, unet
 from ..core.paths import CHECKPOINTS
 from ..data.labels import write_json_atomic
 from ..io.checkpoints import CheckpointKind, checkpoint_path, half_precision, open_checkpoint, register_kind
-from ..io.cli import add_config_arguments, add_training_arguments, cli_main, command_line, config_argv, config_from_args
+from ..io.cli import cli_main, command_line, config_argv, config_from_args, training_parser
+from ..io.pretrained import WeightsError, load_pipeline, tiny_clip_tokenizer
 from ..io.training import Trainer, find_or_train, training_time
 from .masked_ddpm import masked_loss, q_sample_masked
 
 __all__ = ["PaperSettings", "PAPER", "PROMPTS", "NEGATIVE_PROMPT", "CLASSES", "DEFECT_CLASS", "prompt_class",
-           "InpaintFn", "Request", "plan_requests", "GenerationFolder", "GenerationError", "generate",
+           "InpaintFn", "Request", "plan_requests", "GenerationFolder", "default_folder", "GenerationError", "generate",
            "load_sdxl_inpaint", "sdxl_inpaint_fn", "tiny_sdxl_inpaint", "WeightsError", "StandinConfig", "standin_training_set",
            "train_standin", "Standin", "load_standin", "sample_standin", "standin_inpaint_fn", "memseg_augment",
            "PROFILES", "checkpoint_name", "pretrained", "parser", "run", "main"]
@@ -233,6 +234,13 @@ class GenerationFolder:
         return images, masks, done
 
 
+def default_folder(generator: str, seed: int = 0) -> Path:
+    """``build/05/diag_<generator>_seed<seed>``: where notebook 05 keeps its generated positives (resumable)."""
+    from ..core.paths import BUILD
+
+    return BUILD / "05" / f"diag_{generator}_seed{check_int('seed', seed, 0)}"
+
+
 def generate(inpaint: InpaintFn, normals: np.ndarray, masks: np.ndarray, requests: Sequence[Request],
              folder: str | os.PathLike, *, generator: str, batch_size: int = 8, progress: bool = True,
              data_root: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray, list[Request]]:
@@ -267,10 +275,6 @@ def generate(inpaint: InpaintFn, normals: np.ndarray, masks: np.ndarray, request
 # ----------------------------------------------------------------------------------------------
 # the paper path: SDXL inpainting (GPU, weights present)
 # ----------------------------------------------------------------------------------------------
-class WeightsError(FileNotFoundError):
-    """Pretrained weights are missing or incomplete; the message names the folder and how to fetch them."""
-
-
 _SDXL_PARTS = ("unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler")
 
 
@@ -280,29 +284,8 @@ def load_sdxl_inpaint(source: str | os.PathLike = PAPER.model, *, device: str | 
     ``device``; a local folder that is missing or lacks a component raises :class:`WeightsError` naming it."""
     from diffusers import StableDiffusionXLInpaintPipeline
 
-    check_choice("dtype", dtype, ("float16", "bfloat16", "float32"))
-    fetch = (f"fetch them with `huggingface-cli download {PAPER.model} --local-dir <folder>` on a machine with "
-             "internet access, or pass the hub id")
-    path = Path(source)
-    looks_local = path.is_absolute() or str(source).startswith((".", "~")) or path.exists()
-    if looks_local:
-        path = path.expanduser()
-        if not path.is_dir():
-            raise WeightsError(f"SDXL inpainting weights folder {path} does not exist; {fetch}")
-        missing = [p for p in ("model_index.json", *_SDXL_PARTS) if not (path / p).exists()]
-        if missing:
-            raise WeightsError(f"SDXL inpainting weights folder {path} is incomplete: {', '.join(missing)} missing; "
-                               f"{fetch}")
-    kwargs = {"torch_dtype": getattr(torch, dtype)}
-    if dtype == "float16" and not looks_local:
-        kwargs["variant"] = "fp16"
-    try:
-        pipe = StableDiffusionXLInpaintPipeline.from_pretrained(str(path if looks_local else source),
-                                                                local_files_only=local_files_only, **kwargs)
-    except OSError as e:
-        raise WeightsError(f"could not load SDXL inpainting weights from {source!r} ({e}); {fetch}") from e
-    pipe.set_progress_bar_config(disable=True)
-    return pipe.to(pick_device(None if device is None else str(device)))
+    return load_pipeline(StableDiffusionXLInpaintPipeline, source, parts=_SDXL_PARTS, what="SDXL inpainting",
+                         hub_id=PAPER.model, device=device, dtype=dtype, local_files_only=local_files_only)
 
 
 def sdxl_inpaint_fn(pipe, settings: PaperSettings = PAPER, negative_prompt: str | None = NEGATIVE_PROMPT) -> InpaintFn:
@@ -337,16 +320,6 @@ def sdxl_inpaint_fn(pipe, settings: PaperSettings = PAPER, negative_prompt: str 
     return inpaint
 
 
-def _tiny_tokenizer():
-    """A CLIP BPE tokenizer built offline: printable ASCII characters as the vocabulary, no merges."""
-    from transformers import CLIPTokenizer
-
-    chars = [chr(i) for i in range(33, 127)]
-    vocab = {t: i for i, t in enumerate(["<|startoftext|>", "<|endoftext|>"] + chars + [c + "</w>" for c in chars])}
-    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77, bos_token="<|startoftext|>",
-                         eos_token="<|endoftext|>", pad_token="<|endoftext|>", unk_token="<|endoftext|>")
-
-
 def tiny_sdxl_inpaint(seed: int = 0):
     """A randomly initialised, tiny ``StableDiffusionXLInpaintPipeline`` built in code (no download): the real
     pipeline class with small components, for plumbing tests and the CPU run of ``python -m lib.bench diag``.
@@ -364,7 +337,7 @@ def tiny_sdxl_inpaint(seed: int = 0):
     vae = AutoencoderKL(block_out_channels=[32, 64], in_channels=3, out_channels=3,
                         down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
                         latent_channels=4, sample_size=128)
-    tok = _tiny_tokenizer()
+    tok = tiny_clip_tokenizer()
     text = CLIPTextConfig(bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_size=32, intermediate_size=37,
                           layer_norm_eps=1e-5, num_attention_heads=4, num_hidden_layers=2, vocab_size=len(tok),
                           hidden_act="gelu", projection_dim=32)
@@ -459,8 +432,9 @@ def train_standin(images: np.ndarray, masks: np.ndarray, classes: np.ndarray, cf
                   out: str | os.PathLike | None, *, export: str | os.PathLike | None = None,
                   device: str | torch.device | None = None, data_fingerprint: str = "unknown",
                   command: str | None = None, progress: bool = True, stop_after: int | None = None,
-                  export_half: bool = False, sources: Sequence[str] = ()):
-    """Train the stand-in: x_t = m ⊙ (√ᾱ_t x_0 + √(1−ᾱ_t) ε) + (1 − m) ⊙ x_0, L on m only (seed 000 §3.3's masked
+                  export_half: bool = False, sources: Sequence[str] = (), init: dict | None = None,
+                  export_extra: dict | None = None):
+    """Train the stand-in (from the weights ``init`` when given, e.g. to fine-tune it): x_t = m ⊙ (√ᾱ_t x_0 + √(1−ᾱ_t) ε) + (1 − m) ⊙ x_0, L on m only (seed 000 §3.3's masked
     process), m the dilated defect mask (or the whole image), class c (or the null class). Returns
     ``(model, ema, losses)``."""
     cfg.validate()
@@ -473,6 +447,8 @@ def train_standin(images: np.ndarray, masks: np.ndarray, classes: np.ndarray, cf
     dev, gen, B = trainer.device, trainer.generator, cfg.batch_size
     alpha_bar = Diffusion(make_betas(cfg.schedule, cfg.T)).alpha_bar.to(device=dev, dtype=torch.float32)
     model = unet(cfg.preset, cfg.image_size, in_channels=4, num_class_embeds=len(CLASSES) + 1).to(dev)
+    if init is not None:
+        model.load_state_dict({k: v.float() for k, v in init.items()})
     ema = unet(cfg.preset, cfg.image_size, in_channels=4, num_class_embeds=len(CLASSES) + 1).to(dev)
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
@@ -506,7 +482,8 @@ def train_standin(images: np.ndarray, masks: np.ndarray, classes: np.ndarray, cf
     trainer.export(export, KIND, {"config": asdict(cfg), "step": trainer.step, "losses": losses, "ema": weights,
                                   "sources": sorted(set(sources))},
                    weights=f"EMA (decay {cfg.ema_decay:g}){', stored as float16' if export_half else ''}",
-                   extra={"trained_on": sorted({s.split('/')[0] for s in sources}), "never_saw": cfg.target})
+                   extra=export_extra if export_extra is not None else
+                   {"trained_on": sorted({s.split('/')[0] for s in sources}), "never_saw": cfg.target})
     return model, ema, losses
 
 
@@ -531,20 +508,25 @@ def load_standin(path: str | os.PathLike, device: str | torch.device = "cpu", ve
                    list(state["losses"]), tuple(state["sources"]), Path(path))
 
 
-def _scheduler(model: Standin, name: str, seed: int):
-    """A diffusers scheduler on the stand-in's betas: "ddim" (η = 0) or "dpmpp_sde_karras" (DPM++ SDE Karras,
-    seed 004's sampler; its Brownian tree seeded with ``seed``)."""
-    from diffusers import DDIMScheduler, DPMSolverSDEScheduler
+def _scheduler(model: Standin, name: str, seeds: Sequence[int]):
+    """A diffusers scheduler on the stand-in's betas, x̂_0 clipped to [−1, 1]: "ddim" (η = 0), "ddpm" (ancestral
+    steps on a coarse grid) or "dpmpp_sde_karras" (DPM++ SDE Karras, seed 004's sampler; one Brownian tree per
+    image, seeded with ``seeds[i]``)."""
+    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverSDEScheduler
 
     betas = model.diffusion.betas.double().numpy()
     T = model.diffusion.T
     if name == "ddim":
-        return DDIMScheduler(num_train_timesteps=T, trained_betas=betas, clip_sample=False, set_alpha_to_one=True,
+        return DDIMScheduler(num_train_timesteps=T, trained_betas=betas, clip_sample=True, set_alpha_to_one=True,
                              timestep_spacing="trailing")
+    if name == "ddpm":
+        return DDPMScheduler(num_train_timesteps=T, trained_betas=betas, clip_sample=True,
+                             timestep_spacing="trailing", variance_type="fixed_small")
     if name == "dpmpp_sde_karras":
-        return DPMSolverSDEScheduler(num_train_timesteps=T, trained_betas=betas, use_karras_sigmas=True,
-                                     noise_sampler_seed=int(seed))
-    raise ValueError(f"scheduler={name!r} is unknown; choose 'ddim' or 'dpmpp_sde_karras'")
+        sched = DPMSolverSDEScheduler(num_train_timesteps=T, trained_betas=betas, use_karras_sigmas=True)
+        sched.noise_sampler_seed = [int(s) for s in seeds]    # one Brownian tree per image (diffusers' batched tree)
+        return sched
+    raise ValueError(f"scheduler={name!r} is unknown; choose 'ddim', 'ddpm' or 'dpmpp_sde_karras'")
 
 
 @torch.no_grad()
@@ -576,7 +558,7 @@ def sample_standin(model: Standin, images: np.ndarray, masks: np.ndarray, classe
     m = torch.from_numpy(masks.astype(np.float32))[:, None].to(dev)
     c = torch.tensor([CLASSES.index(k) for k in classes], device=dev)
     null = torch.full_like(c, len(CLASSES))
-    sched = _scheduler(model, scheduler, seeds[0])
+    sched = _scheduler(model, scheduler, seeds)
     sched.set_timesteps(num_steps, device=dev)
     init = min(int(num_steps * strength), num_steps)
     timesteps = sched.timesteps[max(num_steps - init, 0) * sched.order:]
@@ -584,7 +566,9 @@ def sample_standin(model: Standin, images: np.ndarray, masks: np.ndarray, classe
         raise GenerationError(f"strength={strength} with num_steps={num_steps} leaves no step; raise either")
     if hasattr(sched, "set_begin_index"):
         sched.set_begin_index(max(num_steps - init, 0) * sched.order)
-    noise = torch.stack([torch.randn(x0.shape[1:], generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+    gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
+    noise = torch.stack([torch.randn(x0.shape[1:], generator=g) for g in gens])
+    step_kw = {"generator": gens} if scheduler == "ddpm" else {}     # ancestral noise, per image
     x = sched.add_noise(x0, noise.to(dev), timesteps[:1].repeat(n))
     for t in timesteps:
         scale = sched.scale_model_input(torch.ones(()), t).item()    # 1 for DDIM, 1/√(σ²+1) for DPM++
@@ -596,7 +580,7 @@ def sample_standin(model: Standin, images: np.ndarray, masks: np.ndarray, classe
         else:
             both = net(torch.cat([xin, m], 1).repeat(2, 1, 1, 1), tt.repeat(2), class_labels=torch.cat([c, null])).sample
             eps = both[n:] + guidance_scale * (both[:n] - both[n:])
-        x = sched.step(eps, t, x).prev_sample
+        x = sched.step(eps, t, x, **step_kw).prev_sample
     x = m * x + (1 - m) * x0
     out = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     return np.where(masks[..., None], out, images)         # the input's own bytes outside the mask
@@ -685,12 +669,8 @@ def _fingerprint(root: Path, target: str) -> str:
 
 def parser() -> argparse.ArgumentParser:
     """The ``python -m lib.methods.diag`` argument parser (trains the stand-in)."""
-    p = argparse.ArgumentParser(prog=f"python -m {MODULE}", description="Train DIAG's offline stand-in, a "
-                                "class-conditioned inpainting DDPM, on the defects of every category but --target")
-    add_training_arguments(p, example="diag_standin_lean_metal_strip64")
-    p.add_argument("--export-half", action="store_true", help="store the exported EMA weights as float16")
-    add_config_arguments(p, StandinConfig)
-    return p
+    return training_parser(MODULE, "Train DIAG's offline stand-in, a class-conditioned inpainting DDPM, on the defects "
+                           "of every category but --target", StandinConfig, example="diag_standin_lean_metal_strip64")
 
 
 def run(a: argparse.Namespace, *, command: str, device: str | torch.device | None = None) -> Path:

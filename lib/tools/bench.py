@@ -1,6 +1,7 @@
 """Speed benchmarks, measured side by side in one run (never timing assertions in tests).
 
     python -m lib.bench diffusionad                   # paper-size UNet at 256², GPU if present
+    python -m lib.bench diag                          # DIAG's SDXL inpainting (lib.tools.bench_diag)
     python -m lib.bench diffusionad --device cpu --preset small --seg-preset tiny --image-size 64
 
 ``diffusionad`` times the *whole* norm-guided inference of DiffusionAD (seed 003 §IV-B/C):
@@ -305,9 +306,15 @@ def bench_diffusionad(args: argparse.Namespace) -> tuple[list[dict], dict]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m lib.bench diffusionad [options]``: run the benchmark, save its table under figures/tables/timing/."""
+    """``python -m lib.bench diffusionad|diag [options]``: run a benchmark, save its table under
+    figures/tables/timing/ (``diag``: :mod:`lib.tools.bench_diag`)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["diag"]:
+        from .bench_diag import main as diag_main
+
+        return diag_main(argv[1:])
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("what", choices=["diffusionad"])
+    p.add_argument("what", choices=["diffusionad", "diag"], help="diag: see python -m lib.bench diag --help")
     p.add_argument("--device", default=None, help="auto (default: cuda → mps → cpu), cuda, cuda:N, mps or cpu")
     p.add_argument("--preset", default="paper", help="UNet preset (lib.core.nets.UNET_PRESETS)")
     p.add_argument("--seg-preset", default="paper")

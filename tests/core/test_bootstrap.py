@@ -221,5 +221,7 @@ def test_compare_scores_over_seeds_needs_every_seed():
     w = B.compare_scores_over_seeds(average_precision_score, mixed, np.stack([bad[0], good[1], good[2]]), y,
                                     n_boot=200, seed=0)
     assert not w.resolved
+    assert len(w.per_seed) == 3 and w.per_seed[0] > 0 > w.per_seed[1]       # the seeds that disagree are shown
+    assert "per seed +" in str(w) and str(w).count(", ") >= 2
     with pytest.raises(ValueError, match="one label per image"):
         B.compare_scores_over_seeds(average_precision_score, good, bad, y[:10])

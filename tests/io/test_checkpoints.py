@@ -13,7 +13,7 @@ from lib.core.paths import CHECKPOINTS
 from lib.io.checkpoints import (CheckpointError, checkpoint_path, config_diff, data_digest, half_precision, identify_kind,
                                 load_file, read_manifest, resume_state, verify_checkpoint)
 from lib.io.cli import config_from_args
-from lib.methods import ddpm, diag, diffusionad, learned_map, masked_ddpm  # noqa: F401  (register their checkpoint kinds)
+from lib.methods import ddpm, diag, diffusionad, inout, learned_map, masked_ddpm  # noqa: F401  (register their checkpoint kinds)
 
 COMMITTED = sorted(CHECKPOINTS.glob("*.pt"))
 LOADERS = {"ddpm": ddpm.load_ddpm, "diffusionad": diffusionad.load_diffusionad,
@@ -22,7 +22,7 @@ LOADERS = {"ddpm": ddpm.load_ddpm, "diffusionad": diffusionad.load_diffusionad,
 
 
 def test_there_are_committed_checkpoints():
-    assert len(COMMITTED) == 23   # 19 of notebooks 01, 03, 04, 3 of notebook 02, 1 of notebook 05
+    assert len(COMMITTED) == 24   # 19 of notebooks 01, 03, 04, 3 of notebook 02, 2 of notebook 05 (stand-in, In&Out)
 
 
 @pytest.mark.parametrize("path", COMMITTED, ids=[p.stem for p in COMMITTED])
@@ -36,12 +36,18 @@ def test_every_committed_checkpoint_loads_verifies_and_its_command_rebuilds_its_
     # the manifest's command runs with today's CLI and describes this very config
     argv = shlex.split(manifest["command"])
     baseline = argv[2] == masked_ddpm.MODULE and "--baseline" in argv     # seed 000 §3.1's DDPM on defect crops
-    assert argv[:3] == ["python", "-m", masked_ddpm.MODULE if baseline else kind.module]
+    finetuned = argv[2] == inout.MODULE                                   # seed 001's In&Out: a fine-tuned stand-in
+    assert argv[:3] == ["python", "-m", masked_ddpm.MODULE if baseline else inout.MODULE if finetuned else kind.module]
     module = importlib.import_module(argv[2])
     a = module.parser().parse_args(argv[3:])
     if baseline:
         fields = {f.name for f in dataclasses.fields(ddpm.TrainConfig)}
         assert {k: v for k, v in vars(a).items() if k in fields} == dataclasses.asdict(model.config)
+    elif finetuned:
+        cfg = config_from_args(inout.InOutConfig, a)
+        base = diag.load_standin(CHECKPOINTS / f"{cfg.base}.pt")
+        assert manifest["base_sha256"] == base.manifest["sha256"]
+        assert dataclasses.asdict(inout.finetune_config(base.config, cfg)) == dataclasses.asdict(model.config)
     else:
         assert dataclasses.asdict(config_from_args(kind.config, a)) == dataclasses.asdict(model.config)
     assert a.name == path.stem

@@ -74,3 +74,15 @@ def test_classifier_learns_a_visible_defect_and_reports_ap():
         classify.train_classifier(x, y + 1, cfg)
     with pytest.raises(FileNotFoundError, match="do not exist"):
         classify.build_classifier(classify.ClassifierConfig(arch="resnet50", weights="/nonexistent/r50.pt"))
+
+
+def test_half_width_resnet10_keeps_torchvision_blocks():
+    full = classify.build_classifier(classify.ClassifierConfig())
+    half = classify.build_classifier(classify.PROFILES["quick"])
+    assert classify.PROFILES["quick"].width_factor == 0.5
+    assert [half.layer4[0].conv2.out_channels, half.fc.in_features] == [256, 256]
+    assert sum(p.numel() for p in half.parameters()) < sum(p.numel() for p in full.parameters()) / 3
+    import torch
+    assert half(torch.zeros(2, 3, 92, 32)).shape == (2, 1)
+    with pytest.raises(ValueError, match="applies to arch='resnet10' only"):
+        classify.ClassifierConfig(arch="resnet50", width_factor=0.5)

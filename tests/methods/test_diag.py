@@ -7,8 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-from lib.core.diffusion import Diffusion, make_betas
-from lib.core.nets import unet
 from lib.methods import diag
 
 
@@ -24,14 +22,6 @@ def _inputs(n=3, H=48, W=32, seed=0):
 @pytest.fixture(scope="module")
 def pipe():
     return diag.tiny_sdxl_inpaint(seed=0)
-
-
-@pytest.fixture(scope="module")
-def standin():
-    torch.manual_seed(0)
-    cfg = diag.StandinConfig(steps=1)
-    net = unet(cfg.preset, cfg.image_size, in_channels=4, num_class_embeds=len(diag.CLASSES) + 1).eval()
-    return diag.Standin(net, Diffusion(make_betas(cfg.schedule, cfg.T)), cfg, None, [], (), None)
 
 
 def test_plan_cycles_prompts_and_is_a_function_of_its_arguments():

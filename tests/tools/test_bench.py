@@ -51,3 +51,21 @@ def test_pipeline_checks_its_settings_once_when_built():
                     (dict(k=0), r"k must be an integer >= 1, got 0")]:
         with pytest.raises(ValueError, match=msg):
             make_pipeline(None, None, d, **kw)
+
+
+def test_diag_bench_runs_on_the_tiny_pipeline(tmp_path, monkeypatch, capsys):
+    """``python -m lib.bench diag`` on CPU: DIAG's one-image call and the kit's batched call, same images and seeds."""
+    import json
+
+    from lib.tools.bench import main
+
+    monkeypatch.setenv("KIT_FIGURES_DIR", str(tmp_path / "fig"))
+    out = tmp_path / "rows.json"
+    main(["diag", "--device", "cpu", "--size", "64", "--steps", "2", "--images", "2", "--batches", "2",
+          "--no-compile", "--warmup", "0", "--json", str(out)])
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["path"] for r in rows] == ["DIAG's call (one image per call)", "kit, batched"]
+    assert rows[1]["batch"] == 2 and rows[1]["max_diff_vs_diag_call"] <= 1      # the batch equals the one-image call
+    assert (tmp_path / "fig" / "tables" / "timing" / "bench_diag_cpu_tiny64_float32.md").exists()
+    with pytest.raises(SystemExit):
+        main(["diag", "--images", "3", "--batches", "2"])                        # not a multiple: usage error

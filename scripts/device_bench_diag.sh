@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# One 10-minute device call (the `device` tool of this workplace) that measures DIAG's SDXL inpainting on the lent
+# GPU for issue 14 — not yet run: no GPU was lent when it was written (2026-12-03). Every step has its own time
+# limit so the call ends inside 10 minutes and whatever finished comes back under $OUT.
+#
+#   device run, carry ["build/whl"] (wheels of diffusers, transformers, tokenizers, torchsde and what the image
+#   lacks):  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+#       --target /tmp/site build/whl/*.whl && export PYTHONPATH=/tmp/site:$PWD && bash scripts/device_bench_diag.sh
+#
+# A dry run on a CPU: BENCH_ARGS="--device cpu --size 64 --steps 2 --images 2 --batches 2"
+#
+# 1. SDXL's architecture with random weights, 1024², 30 steps, fp16: DIAG's one-image call, the kit's batched call
+#    at batch 4 and 8, eager and torch.compile (default mode) with channels-last;
+# 2. the same at batch 16 without DIAG's row, if time is left (the largest batch that fits decides the best rate).
+set -uo pipefail
+export PYTHONUNBUFFERED=1
+OUT=${OUT:-build/device_out}
+mkdir -p "$OUT"
+nvidia-smi --query-gpu=name,clocks.max.sm,power.limit --format=csv 2>&1 | tee "$OUT/gpu.txt"
+export KIT_FIGURES_DIR=/tmp/fig
+step() {  # step SECONDS NAME ARGS...: one bench run, its log and JSON into $OUT
+  local secs=$1 name=$2; shift 2
+  timeout "$secs" python3 -m lib.bench diag --json "$OUT/$name.json" "$@" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/$name.log" \
+    | grep -v "^W1\|UserWarning\|FutureWarning" | tail -20
+}
+step 420 sdxl_random_b4_b8 --images 8 --batches 4,8
+step 170 sdxl_random_b16 --images 16 --batches 16 --no-compile --warmup 0
+tar cf "$OUT/tables.tar" -C /tmp/fig tables 2>/dev/null
+ls -la "$OUT"
