@@ -51,3 +51,39 @@ def test_explorer_renders_static_default_and_reacts(figdir):
     with pytest.raises(ValueError, match="control"):
         widgets.explorer(render, "none")
     assert isinstance(box, ipywidgets.VBox)
+
+
+def test_explorer_redraws_one_figure_in_place_and_refuses_invalid_values(figdir, monkeypatch):
+    from IPython.core import display_functions
+
+    shown, updated = [], []
+    real_display = display_functions.display
+
+    class Handle:
+        def update(self, obj):
+            updated.append(obj)
+
+    def fake_display(obj, display_id=None, **kw):
+        shown.append(obj)
+        return Handle() if display_id else None
+
+    monkeypatch.setattr(widgets, "display", fake_display)
+    calls = []
+
+    def render(t_s, t_b):
+        calls.append((t_s, t_b))
+        return plt.figure()
+
+    box = widgets.explorer(render, "order", check=lambda t_s, t_b: None if t_s <= t_b else f"t_s={t_s} > t_b={t_b}",
+                           t_s=widgets.int_slider(2, 0, 10), t_b=widgets.int_slider(5, 0, 10))
+    assert len(shown) == 2 and calls == [(2, 5)]            # the controls, then one figure
+    box.children[0].children[0].value = 4
+    assert len(updated) == 1 and len(shown) == 2            # the same figure, updated in place
+    box.children[0].children[0].value = 8                   # t_s > t_b: refused and said so, nothing drawn
+    assert len(updated) == 1 and "not drawn" in box.children[1].value and "t_s=8" in box.children[1].value
+    box.children[0].children[1].value = 9
+    assert len(updated) == 2 and box.children[1].value == ""
+    with pytest.raises(ValueError, match="default values are invalid"):
+        widgets.explorer(render, "bad", check=lambda t_s, t_b: "no", t_s=widgets.int_slider(2, 0, 10),
+                         t_b=widgets.int_slider(5, 0, 10))
+    assert real_display is display_functions.display
