@@ -9,5 +9,9 @@ from .benchmark import *  # noqa: F401,F403
 from .benchmark import __all__ as _benchmark_all
 from .loader import *  # noqa: F401,F403
 from .loader import __all__ as _loader_all
+from .convert import *  # noqa: F401,F403
+from .convert import __all__ as _convert_all
+from .fetch import *  # noqa: F401,F403
+from .fetch import __all__ as _fetch_all
 
-__all__ = list(_benchmark_all) + list(_loader_all)
+__all__ = list(_benchmark_all) + list(_loader_all) + list(_convert_all) + list(_fetch_all)
