@@ -11,19 +11,10 @@
 #
 # 1. SDXL's architecture with random weights, 1024², 30 steps, fp16: DIAG's one-image call, the kit's batched call
 #    at batch 4 and 8, eager and torch.compile (default mode) with channels-last;
-# 2. the same at batch 16 without DIAG's row, if time is left (the largest batch that fits decides the best rate).
-set -uo pipefail
-export PYTHONUNBUFFERED=1
-OUT=${OUT:-build/device_out}
-mkdir -p "$OUT"
-nvidia-smi --query-gpu=name,clocks.max.sm,power.limit --format=csv 2>&1 | tee "$OUT/gpu.txt"
-export KIT_FIGURES_DIR=/tmp/fig
-step() {  # step SECONDS NAME ARGS...: one bench run, its log and JSON into $OUT
-  local secs=$1 name=$2; shift 2
-  timeout "$secs" python3 -m lib.bench diag --json "$OUT/$name.json" "$@" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/$name.log" \
-    | grep -v "^W1\|UserWarning\|FutureWarning" | tail -20
-}
+# 2. batch 16, eager, no warm-up, if time is left (DIAG's one-image row is timed again; the largest batch that fits
+#    decides the best rate).
+BENCH=diag
+source "$(dirname "$0")/device_bench_common.sh"
 step 420 sdxl_random_b4_b8 --images 8 --batches 4,8
 step 170 sdxl_random_b16 --images 16 --batches 16 --no-compile --warmup 0
-tar cf "$OUT/tables.tar" -C /tmp/fig tables 2>/dev/null
-ls -la "$OUT"
+finish

@@ -15,20 +15,10 @@
 # 2. the same with inductor's coordinate-descent tuning of the generated GroupNorm/pointwise kernels;
 # 3. max-autotune without CUDA graphs at batch 128 only (convolutions are 98 % of the FLOPs and
 #    stay on cuDNN unless Triton's templates win), cut off after its time limit.
-set -uo pipefail
-export PYTHONUNBUFFERED=1
-OUT=${OUT:-build/device_out}
-mkdir -p "$OUT"
-nvidia-smi --query-gpu=name,clocks.max.sm,power.limit --format=csv 2>&1 | tee "$OUT/gpu.txt"
-export KIT_FIGURES_DIR=/tmp/fig
-step() {  # step SECONDS NAME ARGS...: one bench run, its log and JSON into $OUT
-  local secs=$1 name=$2; shift 2
-  timeout "$secs" python3 -m lib.bench diffusionad --json "$OUT/$name.json" "$@" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/$name.log" \
-    | grep -v "^W1\|UserWarning" | tail -20
-}
+BENCH=diffusionad
+source "$(dirname "$0")/device_bench_common.sh"
 step 300 purebf16_frozen --pure-bf16 --freeze --batches 1,128 --breakdown
 step 120 purebf16_frozen_cdt --pure-bf16 --freeze --coordinate-descent --batches 128 --eager-batch 8
 step 120 purebf16_frozen_autotune --pure-bf16 --freeze --compile-mode max-autotune-no-cudagraphs \
   --batches 128 --eager-batch 8
-tar cf "$OUT/tables.tar" -C /tmp/fig tables 2>/dev/null
-ls -la "$OUT"
+finish
