@@ -75,7 +75,16 @@ def test_inout_finetunes_on_the_positives_and_samples_whole_images(standin, tmp_
                                         tmp_path / "st.pt", export=tmp_path / "io.pt", progress=False)
     assert len(losses) == 2 and np.isfinite(losses).all()
     changed = any(not torch.equal(a, b) for a, b in zip(model.parameters(), standin.unet.parameters()))
-    assert changed                                                       # started from the base, then trained
+    assert changed                                                       # trained
+    import copy
+    base = standin._replace(unet=copy.deepcopy(standin.unet))
+    with torch.no_grad():                                                # weights no fresh initialisation has
+        for p in base.unet.parameters():
+            p.add_(0.01)
+    still, _, _ = inout.finetune(base, ims, ["scratch"] * 4, inout.InOutConfig(steps=1, batch_size=2, lr=1e-12),
+                                 None, progress=False)
+    gap = max((a - b).abs().max().item() for a, b in zip(still.parameters(), base.unet.parameters()))
+    assert gap < 1e-6                                                    # it starts from the base's weights
     m = diag.load_standin(tmp_path / "io.pt")
     assert m.config.p_full == 1.0 and "I_p" in m.manifest["trained_on"][0]
     out = inout.sample(m, ims[:2], ["scratch", "spot"], [0, 1], num_steps=3)
