@@ -5,13 +5,15 @@
     python -m lib.reproduce --profile paper      # GPU, papers' sizes
     python -m lib.reproduce --only 01 -p seed=1  # one notebook, a parameter override
     python -m lib.reproduce --compare figures /tmp/other-figures   # identical tables?
+    python -m lib.reproduce --book               # then render the static HTML book into build/book/ (lib.book)
 
 Executed copies go to ``build/executed/`` (never over the sources in ``notebooks/``). Figures
 and tables land in ``figures/`` when a notebook runs with its committed parameters, in
 ``build/figures/<notebook>/<name=value,...>/`` when any differs (``--profile paper``, ``-p seed=1``;
 the start line says where), or in ``--figures DIR``. The versions the run used are recorded next
 to the tables (``tables/environment.json``). A failed notebook is named with its cell (exit
-status 1); a usage error exits with status 2.
+status 1); a usage error exits with status 2. ``build/executed/run.json`` records the run (environment,
+and per notebook its parameters, time, status and figures folder) for the book.
 
 Threads: each kernel gets ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` = cores // jobs (at least 1;
 a value you set yourself is kept, and with ``--jobs`` > 1 capped at that share), so notebooks
@@ -40,10 +42,12 @@ from typing import Any
 
 from ..core.paths import BUILD, FIGURES, NOTEBOOKS, REPO
 from ..show.figures import outputs_for
+from .book import BookError
+from .book import build as build_book
 
 __all__ = ["ReproduceError", "UsageError", "MissingInput", "NotebookFailed", "NOTEBOOKS", "PROFILES",
            "THREAD_VARIABLES", "PACKAGES", "notebooks", "parse_param", "kernel_threads", "environment",
-           "record_environment", "run", "compare", "main"]
+           "record_environment", "record_run", "run", "compare", "main"]
 
 PROFILES = ("quick", "paper")
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -203,6 +207,23 @@ def record_environment(folder: Path, entries: Mapping[str, Mapping[str, Any]]) -
     return path
 
 
+def record_run(build: Path, entries: Mapping[str, Mapping[str, Any]], environment_: Mapping[str, Any] | None = None) -> Path:
+    """Merge ``{notebook: record}`` into ``<build>/run.json`` (atomically), the run record the book reads:
+    the environment once, then per notebook its profile, parameters, seconds, status, figures folder and runner."""
+    path = Path(build) / "run.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        old = json.loads(path.read_text()).get("notebooks", {})
+    except (OSError, ValueError, AttributeError):
+        old = {}
+    data = {"written_by": "python -m lib.reproduce or the test suite's notebook run; read by python -m lib.book",
+            "environment": dict(environment_ or environment()), "notebooks": dict(sorted({**old, **entries}.items()))}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
 def run(profile: str = "quick", only: list[str] | None = None, params: dict | None = None,
         build: Path = BUILD / "executed", figures: Path | None = None,
         source: Path = NOTEBOOKS, jobs: int = 1) -> list[dict]:
@@ -238,10 +259,15 @@ def run(profile: str = "quick", only: list[str] | None = None, params: dict | No
                                 progress_bar=jobs == 1 and sys.stderr.isatty(), kernel_name="python3")
         except PapermillExecutionError as e:
             stop.set()
+            with lock:
+                results[nb] = {"notebook": nb.name, "profile": profile, "parameters": parameters,
+                               "seconds": round(time.perf_counter() - t0, 1), "status": f"failed in cell {e.cell_index}",
+                               "figures": str(folder), "executed_by": "papermill"}
             raise NotebookFailed(nb.name, e.cell_index, e.exec_count, f"{e.ename}: {e.evalue}", out) from None
         dt = time.perf_counter() - t0
         with lock:
-            results[nb] = {"notebook": nb.name, "profile": profile, "seconds": round(dt, 1)}
+            results[nb] = {"notebook": nb.name, "profile": profile, "parameters": parameters, "seconds": round(dt, 1),
+                           "status": "passed", "figures": str(folder), "executed_by": "papermill"}
             record_environment(folder, {nb.name: {"profile": profile, "parameters": parameters,
                                                   "threads_per_kernel": env[THREAD_VARIABLES[0]], "jobs": jobs,
                                                   "seconds": round(dt, 1), **environment()}})
@@ -255,7 +281,8 @@ def run(profile: str = "quick", only: list[str] | None = None, params: dict | No
             errors = [f.exception() for f in futures]
     failed = [e for e in errors if e is not None]
     done = [results[nb] for nb in todo if nb in results]
-    (build / "reproduce.json").write_text(json.dumps(done, indent=2) + "\n")
+    if done:
+        record_run(build, {r["notebook"]: {k: v for k, v in r.items() if k != "notebook"} for r in done})
     if failed:
         raise failed[0]
     places = sorted({_shown(folders[nb]) for nb in todo})
@@ -291,6 +318,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--figures", type=Path, default=None, help="write figures/tables here (sets KIT_FIGURES_DIR)")
     p.add_argument("--source", type=Path, default=NOTEBOOKS, help="the folder of the notebooks (default notebooks/)")
     p.add_argument("--compare", nargs=2, type=Path, metavar=("DIR_A", "DIR_B"))
+    p.add_argument("--book", nargs="?", type=Path, const=BUILD / "book", default=None, metavar="DIR",
+                   help="after the run, render the executed notebooks as a static HTML book (default build/book)")
     a = p.parse_args(argv)
     try:
         if a.compare:
@@ -298,10 +327,15 @@ def main(argv: list[str] | None = None) -> None:
                 raise SystemExit(1)
             return
         run(a.profile, a.only, dict(parse_param(x) for x in a.param), a.build, a.figures, a.source, a.jobs)
+        if a.book is not None:
+            build_book(a.build, a.book)
     except NotebookFailed as e:
         print(e, file=sys.stderr)
         raise SystemExit(1) from None
     except ReproduceError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except BookError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
 
