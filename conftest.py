@@ -1,7 +1,93 @@
-"""Shared pytest set-up: notebook and figure output of a test run goes to a temporary
-folder, never over the committed figures/ (the kernels nbval starts inherit this)."""
+"""Shared pytest set-up.
+
+- Figures and tables of a test run go to a temporary folder, never over the committed figures/
+  (the kernels nbval starts inherit ``KIT_FIGURES_DIR``).
+- The notebooks nbval executes are written, with their outputs, to ``KIT_TEST_EXECUTED``
+  (default ``build/test-run/executed/``, with ``run.json``): the browser tests render that run as the
+  HTML book, so CI executes every notebook once for both, and a notebook that fails leaves its
+  executed copy with the traceback.
+- Tests marked ``after_notebooks`` (the book's browser tests) run after the notebooks. Run side by side
+  (``pytest -n 2``, pytest-xdist) the order across workers is not kept, so CI runs them as a second
+  step: ``python -m pytest -n 2 -m "not after_notebooks" && python -m pytest -m after_notebooks``.
+- Under pytest-xdist each worker (and every kernel or server it starts) gets an equal share of the
+  cores as ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` unless they are set, so workers do not oversubscribe.
+"""
+
+from __future__ import annotations
 
 import os
 import tempfile
+import time
+from pathlib import Path
+
+import pytest
 
 os.environ.setdefault("KIT_FIGURES_DIR", tempfile.mkdtemp(prefix="kit-test-figures-"))
+os.environ.setdefault("KIT_TEST_EXECUTED", str(Path(__file__).resolve().parent / "build" / "test-run" / "executed"))
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    _share = str(max(1, len(os.sched_getaffinity(0)) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, _share)
+
+_runs: dict[Path, dict] = {}      # notebook path -> {"seconds", "failed", "count"}
+_environment: dict = {}           # lib.tools.reproduce.environment(), taken once
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "after_notebooks: runs after every notebook (it reads what they wrote)")
+    config.addinivalue_line("markers", "browser: needs Debian's chromium and chromium-driver")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Move the ``after_notebooks`` tests behind every notebook cell, keeping their order."""
+    late = [it for it in items if it.get_closest_marker("after_notebooks")]
+    if late:
+        items[:] = [it for it in items if not it.get_closest_marker("after_notebooks")] + late
+
+
+def _is_nbval_cell(item) -> bool:
+    return type(item).__name__ == "IPyNbCell" and hasattr(item, "test_outputs")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """After each notebook cell nbval ran, store its outputs in the notebook and write the executed copy."""
+    outcome = yield
+    if call.when != "call" or not _is_nbval_cell(item):
+        return
+    report = outcome.get_result()
+    path = Path(str(item.parent.fspath))
+    run = _runs.setdefault(path, {"seconds": 0.0, "failed": None, "count": 0})
+    run["seconds"] += call.duration
+    run["count"] += 1
+    item.cell.outputs = list(item.test_outputs or [])
+    item.cell.execution_count = run["count"]
+    for out in item.cell.outputs:
+        if out.get("output_type") == "execute_result":
+            out["execution_count"] = run["count"]
+    if report.failed and run["failed"] is None:
+        run["failed"] = item.name
+    _write_executed(path, item.parent.nb, run)
+
+
+def _write_executed(path: Path, nb, run: dict) -> None:
+    import nbformat
+
+    from lib.show.figures import notebook_parameters
+    from lib.tools.reproduce import environment, record_run
+
+    folder = Path(os.environ["KIT_TEST_EXECUTED"])
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / path.name
+    tmp = target.with_name(f".{target.name}.tmp")
+    nbformat.write(nb, str(tmp))
+    os.replace(tmp, target)
+    if not _environment:
+        _environment.update(environment())
+    params = notebook_parameters(path)
+    record_run(folder, {path.name: {"profile": params.get("profile"), "parameters": params,
+                                    "seconds": round(run["seconds"], 1),
+                                    "status": f"failed ({run['failed']})" if run["failed"] else "passed",
+                                    "figures": os.environ["KIT_FIGURES_DIR"], "executed_by": "nbval (pytest)",
+                                    "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}},
+               _environment)

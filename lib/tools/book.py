@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import html
 import json
+import logging
 import os
 import re
 import shutil
@@ -230,6 +231,7 @@ def _render_notebook(path: Path, out: Path, nav: str, rec: Mapping[str, Any]) ->
     extract = ExtractOutputPreprocessor(output_filename_template="{cell_index}_{index}{extension}")
     nb, resources = extract.preprocess(nb, resources)
     exporter = HTMLExporter(extra_template_basedirs=[str(TEMPLATES)], template_name="kit_book")
+    exporter.log.setLevel(logging.ERROR)    # "alternative text is missing": figures get nbconvert's default alt
     body, resources = exporter.from_notebook_node(nb, resources)
     body = _put_back(body, found)
     for name, data in resources.get("outputs", {}).items():
@@ -283,7 +285,7 @@ def _table_html(csv: Path) -> str:
 
 def _page(title: str, nav: str, content: str) -> str:
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><meta name="viewport" '
-            f'content="width=device-width, initial-scale=1.0"><title>{_esc(title)}</title>'
+            f'content="width=device-width, initial-scale=1.0"><link rel="icon" href="data:,"><title>{_esc(title)}</title>'
             f'<style>{CSS}</style></head><body>{nav}<main class="kit-page">{content}</main>{nav}</body></html>\n')
 
 

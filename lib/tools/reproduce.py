@@ -212,16 +212,34 @@ def record_run(build: Path, entries: Mapping[str, Mapping[str, Any]], environmen
     the environment once, then per notebook its profile, parameters, seconds, status, figures folder and runner."""
     path = Path(build) / "run.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        old = json.loads(path.read_text()).get("notebooks", {})
-    except (OSError, ValueError, AttributeError):
-        old = {}
-    data = {"written_by": "python -m lib.reproduce or the test suite's notebook run; read by python -m lib.book",
-            "environment": dict(environment_ or environment()), "notebooks": dict(sorted({**old, **entries}.items()))}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    env = dict(environment_ or environment())
+    with _locked(path.with_name(".run.json.lock")):      # test workers side by side merge into one record
+        try:
+            old = json.loads(path.read_text()).get("notebooks", {})
+        except (OSError, ValueError, AttributeError):
+            old = {}
+        data = {"written_by": "python -m lib.reproduce or the test suite's notebook run; read by python -m lib.book",
+                "environment": env, "notebooks": dict(sorted({**old, **entries}.items()))}
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+        os.replace(tmp, path)
     return path
+
+
+@contextlib.contextmanager
+def _locked(lock: Path) -> Iterator[None]:
+    """An exclusive lock on ``lock`` for the block (``fcntl``; where it does not exist, no lock)."""
+    try:
+        import fcntl
+    except ImportError:          # Windows: one process at a time is the user's job
+        yield
+        return
+    with open(lock, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def run(profile: str = "quick", only: list[str] | None = None, params: dict | None = None,
