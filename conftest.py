@@ -7,8 +7,8 @@
   HTML book, so CI executes every notebook once for both, and a notebook that fails leaves its
   executed copy with the traceback.
 - Tests marked ``after_notebooks`` (the book's browser tests) run after the notebooks. Run side by side
-  (``pytest -n 2``, pytest-xdist) the order across workers is not kept, so CI runs them as a second
-  step: ``python -m pytest -n 2 -m "not after_notebooks" && python -m pytest -m after_notebooks``.
+  (``pytest -n auto``, pytest-xdist) the order across workers is not kept, so CI runs them as a second
+  step: ``python -m pytest -n auto -m "not after_notebooks" && python -m pytest -m after_notebooks``.
 - Under pytest-xdist each worker (and every kernel or server it starts) gets an equal share of the
   cores as ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` unless they are set, so workers do not oversubscribe.
 """
@@ -31,6 +31,7 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
 
 _runs: dict[Path, dict] = {}      # notebook path -> {"seconds", "failed", "count"}
 _environment: dict = {}           # lib.tools.reproduce.environment(), taken once
+_parameters: dict[Path, dict] = {}   # notebook path -> its committed parameters, read once
 
 
 def pytest_configure(config):
@@ -84,7 +85,9 @@ def _write_executed(path: Path, nb, run: dict) -> None:
     os.replace(tmp, target)
     if not _environment:
         _environment.update(environment())
-    params = notebook_parameters(path)
+    if path not in _parameters:
+        _parameters[path] = notebook_parameters(path)
+    params = _parameters[path]
     record_run(folder, {path.name: {"profile": params.get("profile"), "parameters": params,
                                     "seconds": round(run["seconds"], 1),
                                     "status": f"failed ({run['failed']})" if run["failed"] else "passed",

@@ -191,35 +191,16 @@ def environment() -> dict[str, Any]:
             "cpu_count": _cpu_count(), **_accelerator(), "packages": versions}
 
 
-def record_environment(folder: Path, entries: Mapping[str, Mapping[str, Any]]) -> Path:
-    """Merge ``{notebook: record}`` into ``<folder>/tables/environment.json`` (atomically; other notebooks' records stay)."""
-    path = Path(folder) / "tables" / "environment.json"
+def _merge_notebooks(path: Path, entries: Mapping[str, Mapping[str, Any]], header: Mapping[str, Any]) -> Path:
+    """Merge ``{notebook: record}`` into the ``notebooks`` of the JSON file ``path`` (other notebooks' records
+    stay), with ``header``'s keys in front; under a file lock (test workers write side by side), atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        old = json.loads(path.read_text()).get("notebooks", {})
-    except (OSError, ValueError, AttributeError):
-        old = {}
-    data = {"written_by": "python -m lib.reproduce; not compared by --compare (dates and versions differ by nature)",
-            "notebooks": dict(sorted({**old, **entries}.items()))}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
-    return path
-
-
-def record_run(build: Path, entries: Mapping[str, Mapping[str, Any]], environment_: Mapping[str, Any] | None = None) -> Path:
-    """Merge ``{notebook: record}`` into ``<build>/run.json`` (atomically), the run record the book reads:
-    the environment once, then per notebook its profile, parameters, seconds, status, figures folder and runner."""
-    path = Path(build) / "run.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    env = dict(environment_ or environment())
-    with _locked(path.with_name(".run.json.lock")):      # test workers side by side merge into one record
+    with _locked(path.with_name(f".{path.name}.lock")):
         try:
             old = json.loads(path.read_text()).get("notebooks", {})
         except (OSError, ValueError, AttributeError):
             old = {}
-        data = {"written_by": "python -m lib.reproduce or the test suite's notebook run; read by python -m lib.book",
-                "environment": env, "notebooks": dict(sorted({**old, **entries}.items()))}
+        data = {**header, "notebooks": dict(sorted({**old, **entries}.items()))}
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
         os.replace(tmp, path)
@@ -240,6 +221,20 @@ def _locked(lock: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def record_environment(folder: Path, entries: Mapping[str, Mapping[str, Any]]) -> Path:
+    """Merge ``{notebook: record}`` into ``<folder>/tables/environment.json`` (atomically; other notebooks' records stay)."""
+    return _merge_notebooks(Path(folder) / "tables" / "environment.json", entries, {
+        "written_by": "python -m lib.reproduce; not compared by --compare (dates and versions differ by nature)"})
+
+
+def record_run(build: Path, entries: Mapping[str, Mapping[str, Any]], environment_: Mapping[str, Any] | None = None) -> Path:
+    """Merge ``{notebook: record}`` into ``<build>/run.json``, the run record the book reads: the environment
+    once, then per notebook its profile, parameters, seconds, status, figures folder and runner."""
+    return _merge_notebooks(Path(build) / "run.json", entries, {
+        "written_by": "python -m lib.reproduce or the test suite's notebook run; read by python -m lib.book",
+        "environment": dict(environment_ or environment())})
 
 
 def run(profile: str = "quick", only: list[str] | None = None, params: dict | None = None,
