@@ -1,6 +1,7 @@
 """Seed 004's img2img paths (a tiny random StableDiffusionImg2ImgPipeline built in code, the stand-in) and the
 In&Out-style baseline of seed 001 (the stand-in fine-tuned on the positives, sampled from noise)."""
 
+import copy
 import numpy as np
 import pytest
 import torch
@@ -76,7 +77,6 @@ def test_inout_finetunes_on_the_positives_and_samples_whole_images(standin, tmp_
     assert len(losses) == 2 and np.isfinite(losses).all()
     changed = any(not torch.equal(a, b) for a, b in zip(model.parameters(), standin.unet.parameters()))
     assert changed                                                       # trained
-    import copy
     base = standin._replace(unet=copy.deepcopy(standin.unet))
     with torch.no_grad():                                                # weights no fresh initialisation has
         for p in base.unet.parameters():
