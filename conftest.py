@@ -8,7 +8,8 @@
   executed copy with the traceback.
 - Tests marked ``after_notebooks`` (the book's browser tests) run after the notebooks. Run side by side
   (``pytest -n auto``, pytest-xdist) the order across workers is not kept, so CI runs them as a second
-  step: ``python -m pytest -n auto -m "not after_notebooks" && python -m pytest -m after_notebooks``.
+  step: ``python -m pytest -n auto --dist loadfile -m "not after_notebooks" && python -m pytest -m after_notebooks``
+  (``--dist loadfile``: a notebook's cells share one kernel, so they must all run on the same worker).
 - Under pytest-xdist each worker (and every kernel or server it starts) gets an equal share of the
   cores as ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` unless they are set, so workers do not oversubscribe.
 """
@@ -35,6 +36,10 @@ _parameters: dict[Path, dict] = {}   # notebook path -> its committed parameters
 
 
 def pytest_configure(config):
+    dist = getattr(config.option, "dist", "no")
+    if getattr(config.option, "numprocesses", None) and dist not in ("loadfile", "loadscope", "loadgroup", "no"):
+        raise pytest.UsageError(f"--dist {dist}: a notebook's cells share one kernel and must run on one worker; "
+                                f"add --dist loadfile (e.g. python -m pytest -n auto --dist loadfile)")
     config.addinivalue_line("markers", "after_notebooks: runs after every notebook (it reads what they wrote)")
     config.addinivalue_line("markers", "browser: needs Debian's chromium and chromium-driver")
 
