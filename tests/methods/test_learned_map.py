@@ -84,10 +84,11 @@ def test_pretrained_loads_the_committed_map(recwarn):
 
 
 def test_the_cli_refuses_a_ddpm_without_validation_set(tmp_path, capsys):
+    from lib.core.paths import CHECKPOINTS
     from lib.methods import learned_map
 
-    with pytest.raises(SystemExit) as e:
-        learned_map.main(["--ddpm", "data/checkpoints/ddpm_tiny_gravel64.pt", "--category", "gravel", "--name", "x",
+    with pytest.raises(SystemExit) as e:     # an absolute path: the test must not depend on the working folder
+        learned_map.main(["--ddpm", str(CHECKPOINTS / "ddpm_tiny_gravel64.pt"), "--category", "gravel", "--name", "x",
                           "--export-dir", str(tmp_path), "--device", "cpu"])
     assert e.value.code == 2
     assert "trained without a held-out validation set" in capsys.readouterr().err and not any(tmp_path.iterdir())
