@@ -8,10 +8,16 @@
   executed copy with the traceback.
 - Tests marked ``after_notebooks`` (the book's browser tests) run after the notebooks. Run side by side
   (``pytest -n auto``, pytest-xdist) the order across workers is not kept, so CI runs them as a second
-  step: ``python -m pytest -n auto --dist loadfile -m "not after_notebooks" && python -m pytest -m after_notebooks``
+  step: ``KIT_LAB_NOTEBOOKS=all python -m pytest -n auto --dist loadfile -m "not after_notebooks" &&
+  python -m pytest -m after_notebooks``
   (``--dist loadfile``: a notebook's cells share one kernel, so they must all run on the same worker).
 - Under pytest-xdist each worker (and every kernel or server it starts) gets an equal share of the
   cores as ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` unless they are set, so workers do not oversubscribe.
+- ``KIT_LAB_NOTEBOOKS`` (``all``, or a list such as ``01,04``; unset: none) names the notebooks that run in
+  JupyterLab (tests/browser/test_jupyterlab_widgets.py: every cell, then the explorer's slider) *instead of*
+  under nbval, so each notebook still executes once per run and lands in ``KIT_TEST_EXECUTED``.
+- ``--dist loadfile`` keeps a file's tests on one worker; here each JupyterLab notebook is a unit of its own
+  and the long units (the notebooks) are queued first, longest first, so two workers finish together.
 """
 
 from __future__ import annotations
@@ -30,6 +36,11 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
     for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(_var, _share)
 
+LAB_NOTEBOOKS = ("01", "02", "03", "04")       # the notebooks with an explorer (05 has none)
+# notebooks by run time, longest first (serial papermill on 2 cores, 2026-12-04: 03 188 s, 02 145 s, 05 141 s,
+# 01 123 s, 04 98 s); it only orders the work queue, so a stale order costs wall time, never a result
+LONG_FIRST = ("03", "02", "05", "01", "04")
+
 _runs: dict[Path, dict] = {}      # notebook path -> {"seconds", "failed", "count"}
 _environment: dict = {}           # lib.tools.reproduce.environment(), taken once
 _parameters: dict[Path, dict] = {}   # notebook path -> its committed parameters, read once
@@ -42,13 +53,74 @@ def pytest_configure(config):
                                 f"add --dist loadfile (e.g. python -m pytest -n auto --dist loadfile)")
     config.addinivalue_line("markers", "after_notebooks: runs after every notebook (it reads what they wrote)")
     config.addinivalue_line("markers", "browser: needs Debian's chromium and chromium-driver")
+    config.addinivalue_line("markers", "lab_notebook(number): runs that notebook in JupyterLab (KIT_LAB_NOTEBOOKS)")
+
+
+def lab_notebooks() -> tuple[str, ...]:
+    """The notebooks ``KIT_LAB_NOTEBOOKS`` sends to JupyterLab: ``all``, a list (``01,04``), or none when unset."""
+    value = os.environ.get("KIT_LAB_NOTEBOOKS", "").strip()
+    if value in ("", "none"):
+        return ()
+    chosen = LAB_NOTEBOOKS if value == "all" else tuple(v.strip() for v in value.split(",") if v.strip())
+    unknown = sorted(set(chosen) - set(LAB_NOTEBOOKS))
+    if unknown:
+        raise pytest.UsageError(f"KIT_LAB_NOTEBOOKS={value!r}: {', '.join(unknown)} have no explorer to test in "
+                                f"JupyterLab; use 'all' or a comma-separated list of {', '.join(LAB_NOTEBOOKS)}")
+    return chosen
+
+
+@pytest.fixture(scope="session")
+def lab_chosen() -> tuple[str, ...]:
+    """The notebooks this run executes in JupyterLab (``KIT_LAB_NOTEBOOKS``)."""
+    return lab_notebooks()
+
+
+def _notebook_number(item) -> str | None:
+    """'03' for a cell of notebooks/03_*.ipynb or a test marked ``lab_notebook("03")``, else None."""
+    mark = item.get_closest_marker("lab_notebook")
+    if mark:
+        return mark.args[0]
+    return Path(str(item.parent.fspath)).name[:2] if _is_nbval_cell(item) else None
 
 
 def pytest_collection_modifyitems(session, config, items):
-    """Move the ``after_notebooks`` tests behind every notebook cell, keeping their order."""
-    late = [it for it in items if it.get_closest_marker("after_notebooks")]
-    if late:
-        items[:] = [it for it in items if not it.get_closest_marker("after_notebooks")] + late
+    """Run each notebook once (in JupyterLab if ``KIT_LAB_NOTEBOOKS`` names it, else under nbval), queue the
+    notebooks first, longest first, and move the ``after_notebooks`` tests behind every notebook."""
+    in_lab = lab_notebooks()
+    drop = [it for it in items if _is_nbval_cell(it) and _notebook_number(it) in in_lab]
+    drop += [it for it in items if it.get_closest_marker("lab_notebook") and _notebook_number(it) not in in_lab]
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        gone = set(map(id, drop))
+        items[:] = [it for it in items if id(it) not in gone]
+
+    def rank(pair):
+        i, it = pair
+        number = _notebook_number(it)
+        if it.get_closest_marker("after_notebooks"):
+            return (2, 0, i)
+        if number in LONG_FIRST:
+            return (0, LONG_FIRST.index(number), i)
+        return (1, 0, i)
+
+    items[:] = [it for _, it in sorted(enumerate(items), key=rank)]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadfile`` with each JupyterLab notebook its own unit, queued in collection order (long first)."""
+    if getattr(config.option, "dist", None) != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class LongFirstLoadFile(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            if "test_jupyterlab_widgets.py::test_the_notebook_runs" in nodeid:
+                return nodeid
+            return super()._split_scope(nodeid)
+
+    config.option.loadscopereorder = False      # keep the collection order: the long notebooks first
+    return LongFirstLoadFile(config, log)
 
 
 def _is_nbval_cell(item) -> bool:

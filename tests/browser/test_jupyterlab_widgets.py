@@ -1,15 +1,20 @@
-"""The notebooks' explorers in a real JupyterLab, driven by headless Chromium.
+"""The notebooks and their explorers in a real JupyterLab, driven by headless Chromium.
 
 A JupyterLab server is started on 127.0.0.1 (a free port, a random token, its own config, runtime,
-settings and workspace folders; no news or update checks) and stopped at the end whatever happens.
-For each notebook: open it, run every cell (``notebook:run-all-cells``, the Run menu's command), check
-that no cell raised, then drag the explorer's first slider and check that its one figure is redrawn in
-place (a new image, still exactly one); for notebook 04 also drag t_s past t_b and check that the
-explorer refuses with a message instead of drawing.
+settings and workspace folders; no news or update checks; every cell rendered, no windowing) and stopped
+at the end whatever happens.
 
-Opt-in: ``KIT_LAB_NOTEBOOKS=default`` runs notebooks 01 and 04 (each executes in full: about 2 min on two
-cores), ``=all`` also 02 and 03, or a list (``01,03``). Not yet in CI: in a parallel CI run (pytest-xdist,
-one thread per worker) the run-all command was sent but no cell started, and the test waited out its limit.
+``test_the_notebook_runs_and_its_explorer_redraws_in_jupyterlab`` (one per notebook named by
+``KIT_LAB_NOTEBOOKS``, which CI sets to ``all``): open the committed notebook, run every cell
+(``notebook:run-all-cells``, the Run menu's command), fail on any cell that raised, then drag the
+explorer's first slider and check that its one figure is redrawn in place (a new image, still exactly
+one); for notebook 04 also drag t_s past t_b and check that the explorer refuses with a message instead
+of drawing. The notebook runs here *instead of* under nbval (conftest.py deselects its nbval cells), and
+the executed copy goes to ``KIT_TEST_EXECUTED`` for the book, as nbval's would.
+
+``test_the_lab_check_fails_on_a_deaf_explorer_and_on_a_stale_figure`` runs the same check on three tiny
+notebooks written here: a working explorer passes, one whose slider is no longer observed fails (no
+redraw), and one that draws each new figure beside the default one fails (two figures).
 """
 
 from __future__ import annotations
@@ -25,25 +30,17 @@ import time
 import urllib.request
 from pathlib import Path
 
+import nbformat
 import pytest
 
 from lib.core.paths import BUILD, NOTEBOOKS
+from lib.show.figures import notebook_parameters
+from lib.tools.reproduce import environment, record_run
 
 pytestmark = [pytest.mark.browser]
 
-DEFAULT: tuple[str, ...] = ()   # opt-in until run-all is reliable under CI load (it did not start in a CI run)
-ALL = ("01", "02", "03", "04")
 RUN_TIMEOUT = 1500           # seconds for one notebook's run-all (a slow host takes ~3x this machine)
 SHOTS = BUILD / "test-run" / "screenshots"
-
-
-def _chosen() -> tuple[str, ...]:
-    value = os.environ.get("KIT_LAB_NOTEBOOKS", "").strip()
-    if not value:
-        return DEFAULT
-    if value == "default":
-        return ("01", "04")
-    return ALL if value == "all" else tuple(v.strip() for v in value.split(",") if v.strip())
 
 
 def _free_port() -> int:
@@ -52,18 +49,27 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _settings(folder: Path) -> None:
+    """User settings: no news or update checks; the notebook renders every cell (no windowing), so a
+    cell far down the page is in the document as soon as it has run."""
+    for plugin, values in {
+            "apputils-extension/notification": {"fetchNews": "false", "checkForUpdates": False},
+            "notebook-extension/tracker": {"windowingMode": "none"}}.items():
+        path = folder / "@jupyterlab" / f"{plugin}.jupyterlab-settings"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(values))
+
+
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory, browser):
     """A JupyterLab server on loopback serving a fresh folder: yields (base URL, token, root folder)."""
     home = tmp_path_factory.mktemp("lab")
-    root, settings = home / "root", home / "settings" / "@jupyterlab" / "apputils-extension"
+    root = home / "root"
     root.mkdir()
-    settings.mkdir(parents=True)
-    (settings / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false",
-                                                                           "checkForUpdates": False}))
+    _settings(home / "settings")
     port, token = _free_port(), secrets.token_hex(16)
     env = dict(os.environ, JUPYTER_CONFIG_DIR=str(home / "config"), JUPYTER_RUNTIME_DIR=str(home / "runtime"),
-               JUPYTER_DATA_DIR=str(home / "data"), KIT_FIGURES_DIR=str(home / "figures"))
+               JUPYTER_DATA_DIR=str(home / "data"))
     log = open(home / "server.log", "w")
     cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
            f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
@@ -73,7 +79,7 @@ def lab(tmp_path_factory, browser):
     server = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 180
         while True:
             if server.poll() is not None:
                 pytest.fail(f"jupyter lab exited with {server.returncode}: {(home / 'server.log').read_text()[-2000:]}")
@@ -82,7 +88,7 @@ def lab(tmp_path_factory, browser):
                 break
             except OSError:
                 if time.monotonic() > deadline:
-                    pytest.fail(f"jupyter lab did not answer on {base} in 120 s")
+                    pytest.fail(f"jupyter lab did not answer on {base} in 180 s")
                 time.sleep(0.3)
         yield base, token, root
     finally:
@@ -95,19 +101,42 @@ def lab(tmp_path_factory, browser):
         log.close()
 
 
-_STATE = """
-const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
-if (!w || !w.sessionContext || !w.content) return ['loading', null, []];
-const k = w.sessionContext.session && w.sessionContext.session.kernel;
-const cells = w.content.widgets.filter(c => c.model.type === 'code');
-const errors = [];
-for (const c of cells) for (const o of c.model.outputs.toJSON())
-  if (o.output_type === 'error') errors.push(o.ename + ': ' + o.evalue);
-return [k ? k.status : 'no kernel', cells.map(c => c.model.executionCount), errors];
+def end_sessions(lab) -> None:
+    """Shut down every kernel the server runs (the REST API), so a finished notebook frees its memory and cores."""
+    base, token, _ = lab
+    auth = {"Authorization": f"token {token}"}
+    with urllib.request.urlopen(urllib.request.Request(f"{base}/api/sessions", headers=auth), timeout=30) as r:
+        sessions = json.load(r)
+    for session in sessions:
+        urllib.request.urlopen(urllib.request.Request(f"{base}/api/sessions/{session['id']}", method="DELETE",
+                                                      headers=auth), timeout=60).close()
+
+
+# every script finds its notebook panel by path (arguments[0]), never as "the current widget": a panel
+# restored from an earlier test's workspace must not be the one that is run or read
+_FIND = """
+const app = window.jupyterapp;
+const w = app ? Array.from(app.shell.widgets('main')).find(x => x.context && x.context.path === arguments[0]) : null;
 """
 
-_MARK_EXPLORER = """
-const w = window.jupyterapp.shell.currentWidget;
+# [kernel status, number of cells, execution counts of the code cells, errors as "cell i: name: value"]
+_STATE = _FIND + """
+if (!w || !w.context.isReady || !w.sessionContext || !w.content) return ['loading', 0, [], []];
+const k = w.sessionContext.session && w.sessionContext.session.kernel;
+const cells = w.content.widgets;
+const errors = [];
+cells.forEach((c, i) => { if (c.model.type === 'code') for (const o of c.model.outputs.toJSON())
+  if (o.output_type === 'error') errors.push('cell ' + i + ': ' + o.ename + ': ' + o.evalue); });
+return [k ? k.status : 'no kernel', cells.length,
+        cells.filter(c => c.model.type === 'code').map(c => c.model.executionCount), errors];
+"""
+
+_RUN_ALL = _FIND + """
+app.shell.activateById(w.id);
+app.commands.execute('notebook:run-all-cells');
+"""
+
+_MARK_EXPLORER = _FIND + """
 const i = w.content.widgets.findIndex(c => c.model.type === 'code' && c.model.outputs.toJSON().some(
   o => o.data && o.data['application/vnd.jupyter.widget-view+json']));
 if (i < 0) return -1;
@@ -126,16 +155,30 @@ return {images: imgs.map(i => i.src.length + ':' + i.src.slice(-48)),
         status: Array.from(cell.querySelectorAll('.widget-html')).map(h => h.textContent).join(' ')};
 """
 
+_SAVE = _FIND + """
+const done = arguments[arguments.length - 1];
+w.context.save().then(() => done('saved'), e => done('failed: ' + e));
+"""
 
-def _wait(browser, script: str, done, timeout: float, what: str):
+
+def _poll(browser, script: str, done, timeout: float, *args):
+    """Evaluate ``script(*args)`` every half second until ``done(value)``; returns (reached, last value)."""
     deadline = time.monotonic() + timeout
     value = None
-    while time.monotonic() < deadline:
-        value = browser.driver.execute_script(script)
+    while True:
+        value = browser.driver.execute_script(script, *args)
         if done(value):
-            return value
+            return True, value
+        if time.monotonic() > deadline:
+            return False, value
         time.sleep(0.5)
-    pytest.fail(f"{what}: not reached in {timeout:.0f} s (last state {value})")
+
+
+def _wait(browser, script: str, done, timeout: float, what: str, *args):
+    reached, value = _poll(browser, script, done, timeout, *args)
+    if not reached:
+        pytest.fail(f"{what}: not reached in {timeout:.0f} s (last state {value})")
+    return value
 
 
 def _drag(browser, handle_index: int, dx: int) -> None:
@@ -147,29 +190,82 @@ def _drag(browser, handle_index: int, dx: int) -> None:
     ActionChains(browser.driver).click_and_hold(handles[handle_index]).move_by_offset(dx, 0).release().perform()
 
 
-@pytest.mark.parametrize("number", ALL)
-def test_the_explorer_redraws_its_one_figure_in_place_in_jupyterlab(browser, lab, number):
-    if number not in _chosen():
-        pytest.skip(f"notebook {number} runs in JupyterLab with KIT_LAB_NOTEBOOKS=all, =default (01 and 04) or "
-                    f"a list such as 01,04 (each adds about 2 min)")
-    base, token, root = lab
-    source = next(NOTEBOOKS.glob(f"{number}_*.ipynb"))
-    shutil.copy(source, root / source.name)
+def run_all(browser, lab, nb_path: Path, timeout: float = RUN_TIMEOUT) -> tuple[list, float]:
+    """Open ``nb_path`` (already in the server's root) in JupyterLab and run every cell; returns (the errors
+    the cells raised, seconds). Run-all is sent once the document and an idle kernel are ready, and sent
+    again if no cell has started 60 s later (at most three times)."""
+    base, token, _ = lab
+    name = nb_path.name
+    n_cells = len(nbformat.read(nb_path, as_version=4).cells)
     t0 = time.monotonic()
-    browser.driver.get(f"{base}/lab/tree/{source.name}?token={token}")
-    _wait(browser, _STATE, lambda s: s[0] == "idle", 120, f"{source.name}: kernel ready")
-    browser.driver.execute_script("window.jupyterapp.commands.execute('notebook:run-all-cells')")
-    state = _wait(browser, _STATE, lambda s: s[2] or (s[0] == "idle" and s[1] and all(n is not None for n in s[1])),
-                  RUN_TIMEOUT, f"{source.name}: every cell run")
-    assert not state[2], f"{source.name} raised in JupyterLab: {state[2]}"
-    ran = time.monotonic() - t0
-    assert browser.driver.execute_script(_MARK_EXPLORER) >= 0, f"{source.name}: no cell shows an explorer"
-    before = _wait(browser, _VIEW, lambda v: v and len(v["images"]) == 1, 60,
-                   f"{source.name}: the explorer shows one figure")
+    browser.driver.get(f"{base}/lab/tree/{name}?reset&token={token}")     # reset: no earlier workspace
+    _wait(browser, _STATE, lambda s: s[0] == "idle" and s[1] == n_cells, 300,
+          f"{name}: the notebook's {n_cells} cells and an idle kernel", name)
+    for _attempt in range(3):
+        browser.driver.execute_script(_RUN_ALL, name)
+        started, _ = _poll(browser, _STATE, lambda s: s[0] == "busy" or any(n is not None for n in s[2]) or s[3],
+                           60, name)
+        if started:
+            break
+    else:
+        pytest.fail(f"{name}: run-all was sent three times and no cell started")
+    state = _wait(browser, _STATE, lambda s: s[3] or (s[0] == "idle" and all(n is not None for n in s[2])),
+                  timeout, f"{name}: every cell run", name)
+    return state[3], time.monotonic() - t0
+
+
+def check_explorer(browser, name: str, redraw_timeout: float = 120) -> dict:
+    """Drag the explorer's first slider by 8 px and check that its one figure is redrawn in place;
+    returns the view after the move. Fails (pytest.fail) when nothing is redrawn or a second figure shows."""
+    assert browser.driver.execute_script(_MARK_EXPLORER, name) >= 0, f"{name}: no cell shows an explorer"
+    before = _wait(browser, _VIEW, lambda v: v and len(v["images"]) == 1, 60, f"{name}: the explorer shows one figure")
     _drag(browser, 0, 8)       # a short slider: 8 px is a few steps (t_s stays below t_b in 04)
     after = _wait(browser, _VIEW, lambda v: v and v["readouts"] != before["readouts"] and v["images"] != before["images"],
-                  120, f"{source.name}: the figure redrawn after the slider moved")
-    assert len(after["images"]) == 1, f"{source.name}: {len(after['images'])} figures after one move (a stale one stays)"
+                  redraw_timeout, f"{name}: the figure redrawn after the slider moved")
+    if len(after["images"]) != 1:
+        pytest.fail(f"{name}: {len(after['images'])} figures after one move (a stale one stays)")
+    return after
+
+
+def _save_executed(browser, source: Path, copy: Path, seconds: float, errors: list) -> None:
+    """Save the notebook from JupyterLab and put it, with its run record, where nbval's copy would go."""
+    browser.driver.set_script_timeout(60)
+    saved = browser.driver.execute_async_script(_SAVE, copy.name)
+    assert saved == "saved", f"{copy.name}: JupyterLab could not save it ({saved})"
+    folder = Path(os.environ["KIT_TEST_EXECUTED"])
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{source.name}.tmp"
+    shutil.copy(copy, tmp)
+    os.replace(tmp, folder / source.name)
+    params = notebook_parameters(source)
+    record_run(folder, {source.name: {
+        "profile": params.get("profile"), "parameters": params, "seconds": round(seconds, 1),
+        "status": f"failed ({errors[0]})" if errors else "passed", "figures": os.environ["KIT_FIGURES_DIR"],
+        "executed_by": "JupyterLab (pytest, headless Chromium)",
+        "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}}, environment())
+
+
+@pytest.mark.parametrize("number", [pytest.param(n, marks=pytest.mark.lab_notebook(n)) for n in ("01", "02", "03", "04")])
+def test_the_notebook_runs_and_its_explorer_redraws_in_jupyterlab(browser, lab, number):
+    source = next(NOTEBOOKS.glob(f"{number}_*.ipynb"))
+    copy = lab[2] / source.name
+    shutil.copy(source, copy)
+    try:
+        _run_and_explore(browser, lab, source, copy, number)
+    finally:
+        end_sessions(lab)
+
+
+def _run_and_explore(browser, lab, source: Path, copy: Path, number: str) -> None:
+    t0 = time.monotonic()
+    try:
+        errors, seconds = run_all(browser, lab, copy)
+    except pytest.fail.Exception as e:      # still leave the executed copy (with what ran) for the book
+        _save_executed(browser, source, copy, time.monotonic() - t0, [str(e).splitlines()[0]])
+        raise
+    _save_executed(browser, source, copy, seconds, errors)
+    assert not errors, f"{source.name} raised in JupyterLab: {errors}"
+    after = check_explorer(browser, source.name)
     SHOTS.mkdir(parents=True, exist_ok=True)
     browser.screenshot(SHOTS / f"lab_{number}.png")
     if number == "04":            # t_s is the first slider, t_b the second: t_s past t_b is refused, not drawn
@@ -178,4 +274,51 @@ def test_the_explorer_redraws_its_one_figure_in_place_in_jupyterlab(browser, lab
                         f"{source.name}: t_s > t_b refused")
         assert refused["images"] == after["images"], "the figure changed although the values were refused"
         browser.screenshot(SHOTS / "lab_04_refused.png")
-    print(f"{source.name}: ran in JupyterLab in {ran:.0f} s; the explorer redrew in place")
+    print(f"{source.name}: ran in JupyterLab in {seconds:.0f} s; the explorer redrew in place")
+
+
+_TINY_RENDER = """\
+import matplotlib.pyplot as plt
+from lib.show import widgets as W
+
+def render(t):
+    fig, ax = plt.subplots(figsize=(2, 2))
+    ax.plot([0, 1], [0, t]); ax.set_title(f"t = {t}")
+    return fig
+"""
+
+_TINY_EXPLORERS = {
+    "working": 'W.explorer(render, "lab_check_working", t=W.int_slider(50, 0, 100))',
+    # the slider is shown but no longer observed: moving it redraws nothing
+    "deaf": ('box = W.explorer(render, "lab_check_deaf", t=W.int_slider(50, 0, 100))\n'
+             'for c in box.children[0].children:\n    c.unobserve_all()'),
+    # the bug of the first explorers: each move draws a new figure below the controls, the default one stays
+    "stale": ('import ipywidgets as widgets\nfrom IPython.display import display\n'
+              'out, s = widgets.Output(), W.int_slider(50, 0, 100)\n'
+              'display(widgets.VBox([s, out])); f = render(50); display(f); plt.close(f)\n'
+              'def draw(change):\n    with out:\n        out.clear_output(wait=True); g = render(change.new); '
+              'display(g); plt.close(g)\n'
+              's.observe(draw, names="value")'),
+}
+
+
+def test_the_lab_check_fails_on_a_deaf_explorer_and_on_a_stale_figure(browser, lab):
+    outcome = {}
+    for kind, explorer in _TINY_EXPLORERS.items():
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(_TINY_RENDER),
+                                             nbformat.v4.new_code_cell(explorer)])
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        path = lab[2] / f"lab_check_{kind}.ipynb"
+        nbformat.write(nb, str(path))
+        try:
+            errors, _ = run_all(browser, lab, path, timeout=180)
+            assert not errors, f"{path.name}: {errors}"
+            check_explorer(browser, path.name, redraw_timeout=20)
+            outcome[kind] = "passed"
+        except pytest.fail.Exception as e:
+            outcome[kind] = str(e)
+        finally:
+            end_sessions(lab)
+    assert outcome["working"] == "passed", outcome
+    assert "the figure redrawn after the slider moved: not reached" in outcome["deaf"], outcome
+    assert "2 figures after one move" in outcome["stale"], outcome
