@@ -115,7 +115,7 @@ class Browser:
 
     def open(self, url: str, timeout: float = 30) -> Report:
         """Load ``url``, wait for the document and its images, and report what happened."""
-        self.logs(Report(url))           # drop what earlier pages left in the logs
+        self.leave()
         self.driver.get(url)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and not self.driver.execute_script(
@@ -129,6 +129,12 @@ class Browser:
         report.tables = self.driver.execute_script("return document.querySelectorAll('table').length")
         self.logs(report)
         return report
+
+    def leave(self) -> None:
+        """Go to about:blank and drop what earlier pages left in the logs (an old page's errors while it unloads,
+        e.g. JupyterLab reconnecting to a server that has stopped, are not the next page's)."""
+        self.driver.get("about:blank")
+        self.logs(Report("about:blank"))
 
     def screenshot(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -92,7 +92,10 @@ def lab(tmp_path_factory, browser):
                 time.sleep(0.3)
         yield base, token, root
     finally:
-        server.terminate()
+        try:   # leave the page before its server goes: its reconnect errors must not land in the next test's log
+            browser.leave()
+        finally:
+            server.terminate()
         try:
             server.wait(20)
         except subprocess.TimeoutExpired:
@@ -124,9 +127,10 @@ _STATE = _FIND + """
 if (!w || !w.context.isReady || !w.sessionContext || !w.content) return ['loading', 0, [], []];
 const k = w.sessionContext.session && w.sessionContext.session.kernel;
 const cells = w.content.widgets;
-const errors = [];
-cells.forEach((c, i) => { if (c.model.type === 'code') for (const o of c.model.outputs.toJSON())
-  if (o.output_type === 'error') errors.push('cell ' + i + ': ' + o.ename + ': ' + o.evalue); });
+const errors = [];     // read output types only: serialising every output (figures) each poll slows the page
+cells.forEach((c, i) => { if (c.model.type !== 'code') return; const outs = c.model.outputs;
+  for (let j = 0; j < outs.length; j++) if (outs.get(j).type === 'error') {
+    const o = outs.get(j).toJSON(); errors.push('cell ' + i + ': ' + o.ename + ': ' + o.evalue); } });
 return [k ? k.status : 'no kernel', cells.length,
         cells.filter(c => c.model.type === 'code').map(c => c.model.executionCount), errors];
 """
@@ -137,8 +141,8 @@ app.commands.execute('notebook:run-all-cells');
 """
 
 _MARK_EXPLORER = _FIND + """
-const i = w.content.widgets.findIndex(c => c.model.type === 'code' && c.model.outputs.toJSON().some(
-  o => o.data && o.data['application/vnd.jupyter.widget-view+json']));
+// the explorer: the cell whose widgets include a slider (tqdm's progress bars are widgets too)
+const i = w.content.widgets.findIndex(c => c.model.type === 'code' && c.node.querySelector('.widget-slider .noUi-handle'));
 if (i < 0) return -1;
 w.content.activeCellIndex = i;
 w.content.widgets[i].node.setAttribute('data-kit-explorer', '1');
@@ -161,8 +165,8 @@ w.context.save().then(() => done('saved'), e => done('failed: ' + e));
 """
 
 
-def _poll(browser, script: str, done, timeout: float, *args):
-    """Evaluate ``script(*args)`` every half second until ``done(value)``; returns (reached, last value)."""
+def _poll(browser, script: str, done, timeout: float, *args, every: float = 0.5):
+    """Evaluate ``script(*args)`` every ``every`` seconds until ``done(value)``; returns (reached, last value)."""
     deadline = time.monotonic() + timeout
     value = None
     while True:
@@ -171,11 +175,11 @@ def _poll(browser, script: str, done, timeout: float, *args):
             return True, value
         if time.monotonic() > deadline:
             return False, value
-        time.sleep(0.5)
+        time.sleep(every)
 
 
-def _wait(browser, script: str, done, timeout: float, what: str, *args):
-    reached, value = _poll(browser, script, done, timeout, *args)
+def _wait(browser, script: str, done, timeout: float, what: str, *args, every: float = 0.5):
+    reached, value = _poll(browser, script, done, timeout, *args, every=every)
     if not reached:
         pytest.fail(f"{what}: not reached in {timeout:.0f} s (last state {value})")
     return value
@@ -210,14 +214,14 @@ def run_all(browser, lab, nb_path: Path, timeout: float = RUN_TIMEOUT) -> tuple[
     else:
         pytest.fail(f"{name}: run-all was sent three times and no cell started")
     state = _wait(browser, _STATE, lambda s: s[3] or (s[0] == "idle" and all(n is not None for n in s[2])),
-                  timeout, f"{name}: every cell run", name)
+                  timeout, f"{name}: every cell run", name, every=2.0)
     return state[3], time.monotonic() - t0
 
 
 def check_explorer(browser, name: str, redraw_timeout: float = 120) -> dict:
     """Drag the explorer's first slider by 8 px and check that its one figure is redrawn in place;
     returns the view after the move. Fails (pytest.fail) when nothing is redrawn or a second figure shows."""
-    assert browser.driver.execute_script(_MARK_EXPLORER, name) >= 0, f"{name}: no cell shows an explorer"
+    _wait(browser, _MARK_EXPLORER, lambda i: i >= 0, 60, f"{name}: a cell with the explorer's slider", name)
     before = _wait(browser, _VIEW, lambda v: v and len(v["images"]) == 1, 60, f"{name}: the explorer shows one figure")
     _drag(browser, 0, 8)       # a short slider: 8 px is a few steps (t_s stays below t_b in 04)
     after = _wait(browser, _VIEW, lambda v: v and v["readouts"] != before["readouts"] and v["images"] != before["images"],
