@@ -69,12 +69,6 @@ def lab_notebooks() -> tuple[str, ...]:
     return chosen
 
 
-@pytest.fixture(scope="session")
-def lab_chosen() -> tuple[str, ...]:
-    """The notebooks this run executes in JupyterLab (``KIT_LAB_NOTEBOOKS``)."""
-    return lab_notebooks()
-
-
 def _notebook_number(item) -> str | None:
     """'03' for a cell of notebooks/03_*.ipynb or a test marked ``lab_notebook("03")``, else None."""
     mark = item.get_closest_marker("lab_notebook")
