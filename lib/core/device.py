@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["pick_device", "synchronize"]
+__all__ = ["pick_device", "synchronize", "device_label"]
 
 
 def pick_device(prefer: str | torch.device | None = None) -> torch.device:
@@ -39,3 +39,25 @@ def synchronize(device: str | torch.device | None) -> None:
         torch.cuda.synchronize(device)
     elif device.type == "mps":
         torch.mps.synchronize()
+
+
+def device_label(device: str | torch.device) -> str:
+    """Where a computation ran, for manifests and tables: e.g. "cpu: AMD EPYC 7B13, 1 of 2 cores' threads
+    (torch 2.14.1)" or "cuda: NVIDIA H200 (torch 2.11.0+cu130)"."""
+    import os
+    import platform
+
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        name = torch.cuda.get_device_name(dev)
+    elif dev.type == "cpu":
+        name = platform.processor() or platform.machine()
+        try:
+            with open("/proc/cpuinfo") as f:
+                name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
+        except OSError:
+            pass
+        name += f", {torch.get_num_threads()} thread(s) of {os.cpu_count()} cores"
+    else:
+        name = dev.type
+    return f"{dev.type}: {name} (torch {torch.__version__})"

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from diffusers import UNet2DModel
 from torch import nn
 
-__all__ = ["UNET_PRESETS", "UNetConfig", "unet", "count_parameters",
+__all__ = ["UNET_PRESETS", "UNetConfig", "unet", "count_parameters", "ClassConditioned", "class_index",
            "SEG_PRESETS", "SegmentationUNet", "segmentation_net", "set_attention_heads"]
 
 
@@ -145,6 +145,41 @@ def unet(preset: str = "tiny", image_size: int | None = None, in_channels: int =
     if cfg.num_heads is not None:
         set_attention_heads(model, cfg.num_heads)
     return model
+
+
+def class_index(classes: str, name: str, what: str = "model") -> int:
+    """The index of class ``name`` in the comma-separated ``classes`` of a shared class-conditional model
+    (``ValueError`` naming the classes it knows otherwise)."""
+    names = [c for c in classes.split(",") if c]
+    if name not in names:
+        raise ValueError(f"category={name!r} is not one of the classes of this shared {what} ({', '.join(names)}); "
+                         "pass one of them, or train a model of your own category (see the method's --classes)")
+    return names.index(name)
+
+
+class ClassConditioned(nn.Module):
+    """A class-conditional `UNet2DModel` seen as the unconditional UNet of one class c:
+    ``forward(x_t, t)`` is ε_θ(x_t, t, c) (diffusers adds the class embedding to the time embedding).
+
+    One shared model of several categories serves each of them through the same interface as a model of
+    its own; ``config`` and the parameters are the shared model's."""
+
+    def __init__(self, model: UNet2DModel, label: int):
+        super().__init__()
+        if getattr(model.config, "num_class_embeds", None) is None:
+            raise ValueError("ClassConditioned needs a class-conditional UNet2DModel (num_class_embeds set)")
+        if not 0 <= int(label) < model.config.num_class_embeds:
+            raise ValueError(f"label={label} is outside the model's {model.config.num_class_embeds} classes")
+        self.model, self.label = model, int(label)
+
+    @property
+    def config(self):
+        return self.model.config
+
+    def forward(self, sample: torch.Tensor, timestep, *args, **kwargs):
+        """ε_θ(x_t, t, c) for every image of the batch (diffusers' output: ``.sample``)."""
+        c = torch.full((sample.shape[0],), self.label, dtype=torch.long, device=sample.device)
+        return self.model(sample, timestep, *args, class_labels=c, **kwargs)
 
 
 def set_attention_heads(model: torch.nn.Module, heads: int) -> torch.nn.Module:

@@ -43,17 +43,17 @@ import time
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Mapping, NamedTuple, Sequence
 
 import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from ..core.device import pick_device
+from ..core.device import device_label, pick_device
 from .checkpoints import (CheckpointKind, config_diff, data_digest, export_checkpoint, read_manifest,
                           resume_state, save_atomic, write_manifest)
 
-__all__ = ["NonFiniteLossError", "Shard", "Trainer", "LossFn", "training_time", "find_or_train"]
+__all__ = ["NonFiniteLossError", "Shard", "Trainer", "LossFn", "training_time", "TrainingCommand", "find_or_train"]
 
 
 class NonFiniteLossError(ValueError):
@@ -215,7 +215,7 @@ class Trainer:
             export_checkpoint(path, kind, contents, command=self.command, seed=self.cfg.seed,
                               data_fingerprint=self.data_fingerprint,
                               extra={"step": self.step, "final": True, **self.extra, "weights": weights,
-                                     **(extra or {})})
+                                     "device": device_label(self.device), **(extra or {})})
         self.accelerator.wait_for_everyone()
         return Path(path)
 
@@ -231,6 +231,20 @@ def training_time(steps: int, seconds_per_step: Mapping[str, float]) -> str:
 
     times = [f"about {human(steps * s)} {where} ({s:g} s/step)" for where, s in seconds_per_step.items()]
     return f"{steps} steps, " + (", ".join(times) if times else "a GPU job, not timed here")
+
+
+class TrainingCommand(NamedTuple):
+    """How a method trains a profile's checkpoint: the file ``name``, the ``module`` to run, the command as the
+    manifest shows it (``shown``, data paths relative to the repository), the ``argv`` that runs it (absolute
+    paths), the ``config`` the checkpoint must have, the data ``fingerprint`` and roughly how long it takes."""
+
+    name: str
+    module: str
+    shown: str
+    argv: list[str]
+    config: dict
+    fingerprint: str
+    cost: str
 
 
 def find_or_train(path: Path, *, retrain: bool, train: Callable[[], object], command: str, cost: str,

@@ -46,17 +46,18 @@ from ..core.diffusion import SCHEDULES, Diffusion, EpsModel, eps_fn, make_betas,
 from ..core.scoring import segmentation_map
 from ..core.losses import focal_loss, smooth_l1_map_loss
 from ..core.device import pick_device
-from ..core.nets import SEG_PRESETS, UNET_PRESETS, segmentation_net, unet
+from ..core.nets import SEG_PRESETS, UNET_PRESETS, ClassConditioned, class_index, segmentation_net, unet
 from ..core.paths import CHECKPOINTS
 from ..io.checkpoints import CheckpointKind, checkpoint_path, data_digest, half_precision, open_checkpoint, register_kind
 from ..io.cli import (add_config_arguments, add_training_arguments, cli_main, command_line, config_argv,
                       config_from_args)
-from ..io.training import Trainer, find_or_train, training_time
-from .ddpm import training_data
+from ..io.training import Trainer, TrainingCommand, find_or_train, training_time
+from ..data.benchmark import categories as benchmark_categories
+from .ddpm import check_classes, class_names, load_classes, shared_fingerprint, training_data
 
-__all__ = ["norm_guided", "norm_guided_core", "NormGuided", "ADConfig",
+__all__ = ["norm_guided", "norm_guided_core", "NormGuided", "ADConfig", "anomaly_mode",
            "train_diffusionad", "load_diffusionad", "DiffusionADModel", "PROFILES", "checkpoint_name", "pretrained",
-           "parser", "run", "main"]
+           "training_command", "parser", "run", "main"]
 
 MODULE = "lib.methods.diffusionad"
 
@@ -163,17 +164,19 @@ class ADConfig:
     focal_gamma: float = 4.0
     beta_low: float = 0.2          # blend opacity β ~ U[0.2, 0.8)
     beta_high: float = 0.8
-    mode: str = "texture"          # "texture" or "object" (synthetic anomaly recipe)
+    mode: str = "texture"          # "texture", "object" (synthetic anomaly recipe) or "kind" (each category's kind)
     pool: int = 2048               # synthetic anomalies drawn once, sampled every step
     seed: int = 0
     ckpt_every: int = 1000
+    classes: str = ""              # comma-separated categories of one shared class-conditional model (empty: one)
 
     def __post_init__(self) -> None:
         """Range checks (``ValueError`` naming the field, its value and the valid range)."""
+        check_classes(self.classes)
         check_choice("preset", self.preset, sorted(UNET_PRESETS))
         check_choice("seg_preset", self.seg_preset, sorted(SEG_PRESETS))
         check_choice("schedule", self.schedule, SCHEDULES)
-        check_choice("mode", self.mode, ("texture", "object"))
+        check_choice("mode", self.mode, ("texture", "object", "kind"))
         check_int("T", self.T, 2)
         check_int("tau", self.tau, 1, self.T - 1)              # t_s ~ U[0, τ) and t_b ~ U[τ, T) both non-empty
         for name in ("steps", "pool", "ckpt_every"):
@@ -226,39 +229,59 @@ KIND = register_kind(CheckpointKind("diffusionad", "a DiffusionAD model (UNet + 
                                     f"{MODULE}.load_diffusionad", ADConfig, weights=("unet", "seg")))
 
 
+def anomaly_mode(cfg: ADConfig, kind: str | None) -> str:
+    """The synthetic-anomaly recipe (§IV-D) of a category of ``kind`` ("object", "texture" or None) under
+    ``cfg.mode``: "texture" or "object" as configured, or by the category's kind when ``cfg.mode == "kind"``."""
+    if cfg.mode != "kind":
+        return cfg.mode
+    return "object" if kind == "object" else "texture"
+
+
 def _build(cfg: ADConfig, device) -> tuple[torch.nn.Module, torch.nn.Module]:
-    return unet(cfg.preset, cfg.image_size).to(device), segmentation_net(cfg.seg_preset).to(device)
+    n_classes = len(class_names(cfg.classes)) or None
+    return (unet(cfg.preset, cfg.image_size, num_class_embeds=n_classes).to(device),
+            segmentation_net(cfg.seg_preset).to(device))
 
 
-def load_diffusionad(path: str | os.PathLike, device="cpu", verify: bool = True) -> DiffusionADModel:
-    """Load an exported DiffusionAD checkpoint (UNet + segmentation net, float32) made by :func:`train_diffusionad`."""
+def load_diffusionad(path: str | os.PathLike, device="cpu", verify: bool = True,
+                     category: str | None = None) -> DiffusionADModel:
+    """Load an exported DiffusionAD checkpoint (UNet + segmentation net, float32) made by :func:`train_diffusionad`;
+    a shared class-conditional one (``config.classes``) as the model of ``category`` (one of its classes)."""
     state, cfg, manifest = open_checkpoint(path, KIND, verify)
     u, s = _build(cfg, "cpu")
     u.load_state_dict(state["unet"])
     s.load_state_dict(state["seg"])
+    if cfg.classes:
+        if category is None:
+            raise ValueError(f"{path} is one DiffusionAD model shared by the classes {cfg.classes}: pass category= "
+                             "one of them")
+        u = ClassConditioned(u, class_index(cfg.classes, category, f"DiffusionAD model {Path(path).name}"))
     return DiffusionADModel(u.to(device).eval(), s.to(device).eval(), Diffusion(make_betas(cfg.schedule, cfg.T)),
                             cfg, manifest, state["losses"], Path(path))
 
 
-def _pool(images: torch.Tensor, cfg: ADConfig, gen: torch.Generator, sources, progress: bool, foreground=None):
+def _pool(images: torch.Tensor, cfg: ADConfig, gen: torch.Generator, sources, progress: bool, foreground=None,
+          modes=None):
     from ..data.synth import synthesize
 
-    xs, ms = [], []
+    xs, ms, src = [], [], []
     for _ in tqdm(range(cfg.pool), desc="synthetic anomalies", disable=not progress, leave=False):
         i = int(torch.randint(0, images.shape[0], (1,), generator=gen))
+        src.append(i)
         fg = None if foreground is None else foreground[i]
-        s = synthesize(images[i], gen, sources, beta_range=(cfg.beta_low, cfg.beta_high), mode=cfg.mode,
-                       foreground=fg)
+        s = synthesize(images[i], gen, sources, beta_range=(cfg.beta_low, cfg.beta_high),
+                       mode=cfg.mode if modes is None else modes[i], foreground=fg)
         xs.append(s.image)
         ms.append(s.mask.reshape(1, *s.image.shape[-2:]))
-    return torch.stack(xs), torch.stack(ms).float()
+    return torch.stack(xs), torch.stack(ms).float(), torch.tensor(src, dtype=torch.long)
 
 
 def train_diffusionad(images: torch.Tensor, cfg: ADConfig, out: str | os.PathLike, *, sources,
                       export: str | os.PathLike | None = None, device=None,
                       data_fingerprint: str = "unknown", command: str | None = None,
                       progress: bool = True, stop_after: int | None = None,
-                      foreground: torch.Tensor | None = None):
+                      foreground: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                      modes: list[str] | None = None):
     """Joint training of the reconstruction and segmentation sub-networks (seed 003 §IV-C).
 
     Each step: B/2 normal images and B/2 synthetic anomalies (drawn from a pool made once with
@@ -268,8 +291,20 @@ def train_diffusionad(images: torch.Tensor, cfg: ADConfig, out: str | os.PathLik
     Resumable like :func:`lib.methods.ddpm.train_ddpm` (:class:`lib.io.training.Trainer`); the export
     is stored as float16. ``foreground`` (bool N x H x W): the objects' masks for ``mode="object"`` (None: Otsu,
     :func:`lib.data.synth.foreground_mask`). Returns the trained :class:`DiffusionADModel` and the loss history.
+
+    With ``cfg.classes`` one shared model learns every category: the UNet is class-conditional
+    (ε_θ(x_t, t, c), ``labels``: each image's class index), the segmentation net is shared, and ``modes`` gives
+    each image's synthetic-anomaly recipe ("texture" or "object"; ``cfg.mode == "kind"`` needs it).
     """
     images = check_images("images", images, channels=3)
+    n_classes = len(class_names(cfg.classes))
+    if n_classes and (labels is None or tuple(labels.shape) != (images.shape[0],)
+                      or int(labels.min()) < 0 or int(labels.max()) >= n_classes):
+        raise ValueError(f"cfg.classes names {n_classes} classes: labels must be one class index in [0, {n_classes}) "
+                         f"per image ({images.shape[0]}) (lib.methods.ddpm.load_classes)")
+    if (cfg.mode == "kind") != (modes is not None) or (modes is not None and len(modes) != images.shape[0]):
+        raise ValueError(f"mode={cfg.mode!r}: modes must be given (one 'texture'/'object' per image) exactly when "
+                         "cfg.mode is 'kind'")
     check_size_multiple("images", images, 2 ** (len(UNET_PRESETS[cfg.preset].block_out_channels) - 1))
     trainer = Trainer(cfg, out, data=(images,), device=device, data_fingerprint=data_fingerprint, command=command,
                       progress=progress, desc="train DiffusionAD", extra={"n_images": int(images.shape[0])})
@@ -279,8 +314,8 @@ def train_diffusionad(images: torch.Tensor, cfg: ADConfig, out: str | os.PathLik
     if foreground is not None and tuple(foreground.shape) != (images.shape[0], *images.shape[-2:]):
         raise ValueError(f"foreground is {tuple(foreground.shape)}; it must be N x H x W like the images "
                          f"{tuple(images.shape)} (one mask per training image, e.g. Split.foreground)")
-    pool_x, pool_m = _pool(images, cfg, gen, sources, progress, foreground)
-    trainer.data = data_digest(images, pool_x, pool_m)        # the pool depends on the anomaly sources too
+    pool_x, pool_m, pool_src = _pool(images, cfg, gen, sources, progress, foreground, modes)
+    trainer.data = data_digest(images, pool_x, pool_m, *(() if labels is None else (labels,)))        # the pool depends on the anomaly sources too
     nb = B // 2                                               # normal images first, then anomalies
     na = B - nb
 
@@ -297,7 +332,11 @@ def train_diffusionad(images: torch.Tensor, cfg: ADConfig, out: str | os.PathLik
         x = torch.cat([images[i_n[r_n]], pool_x[i_a[r_a]]]).to(dev)
         M = torch.cat([torch.zeros(n, *pool_m.shape[1:]), pool_m[i_a[r_a]]]).to(dev)
         e_s, e_b = e_s[rows].to(dev), e_b[rows].to(dev)
-        r = norm_guided(eps_fn(nets["unet"]), x, diffusion, t_s[rows], t_b[rows], e_s, e_b, w=1.0)
+        eps_theta = eps_fn(nets["unet"])
+        if labels is not None:                                                  # ε_θ(x_t, t, c), shared model
+            c = torch.cat([labels[i_n[r_n]], labels[pool_src[i_a[r_a]]]]).to(dev)
+            eps_theta = (lambda x_t, t: nets["unet"](x_t, t, class_labels=c.repeat(x_t.shape[0] // len(c))).sample)
+        r = norm_guided(eps_theta, x, diffusion, t_s[rows], t_b[rows], e_s, e_b, w=1.0)
         # eq. 9 on the normal images only (y = 0)
         l_noise = 0.5 * (F.mse_loss(r.eps_s[:n], e_s[:n]) + F.mse_loss(r.eps_b[:n], e_b[:n]))
         logits = nets["seg"](torch.cat([x, r.x0_g], 1))
@@ -318,19 +357,45 @@ def train_diffusionad(images: torch.Tensor, cfg: ADConfig, out: str | os.PathLik
 # the committed checkpoints
 # ----------------------------------------------------------------------------------------------
 PROFILES: dict[str, ADConfig] = {
-    # quick: the committed checkpoints (trained on an H100, 12 trainings in parallel)
-    "quick": ADConfig(preset="small", seg_preset="tiny", image_size=64, steps=4000),
+    # quick: one model shared by the nine categories of benchmark version 3 (class-conditional `lean` UNet, one
+    # segmentation net, each category's synthetic-anomaly recipe by its kind), trained on a 2-core CPU
+    "quick": ADConfig(preset="lean", seg_preset="tiny", image_size=64, steps=3000, mode="kind",
+                      classes=",".join(benchmark_categories(3))),
     "paper": ADConfig(preset="paper", seg_preset="paper", image_size=256, steps=300_000),
 }
-SECONDS_PER_STEP = {"quick": {"on a 2-core CPU": 8, "on an H100 shared by 12 trainings": 0.1}, "paper": {}}
-DATA_VERSION: dict[str, int | None] = {"quick": None, "paper": None}   # embedded benchmark version (None: the default)
+SECONDS_PER_STEP = {"quick": {"on one thread of a 2-core CPU": 1.5}, "paper": {}}
+DATA_VERSION: dict[str, int | None] = {"quick": 3, "paper": None}   # embedded benchmark version (None: the default)
 
 
 def checkpoint_name(category: str, profile: str = "quick", seed: int = 0) -> str:
     """The naming rule of DiffusionAD checkpoints: ``diffusionad_<preset>_<category><size>`` (and ``_seed<seed>``
     for a seed other than 0), e.g. ``diffusionad_small_brick64``."""
     cfg = PROFILES[check_choice("profile", profile, list(PROFILES))]
-    return f"diffusionad_{cfg.preset}_{category}{cfg.image_size}" + (f"_seed{seed}" if seed else "")
+    what = "shared" if cfg.classes else category       # one model of all the profile's classes
+    return f"diffusionad_{cfg.preset}_{what}{cfg.image_size}" + (f"_seed{seed}" if seed else "")
+
+
+def training_command(category: str, profile: str = "quick", *, data_root: str | os.PathLike | None = None,
+                     seed: int = 0) -> TrainingCommand:
+    """The command that trains the DiffusionAD model of ``category`` for ``profile`` (:data:`PROFILES`); arguments as
+    :func:`lib.methods.ddpm.training_command` (a shared profile's command trains the one model of all its classes)."""
+    from .. import data as kit_data
+
+    name = checkpoint_name(category, profile, check_int("seed", seed, 0))
+    shared = PROFILES[profile].classes
+    if shared:
+        class_index(shared, category, f"DiffusionAD model of profile {profile!r}")
+    td = training_data(data_root, category, PROFILES[profile].image_size, DATA_VERSION[profile], shared)
+    # object classes train with object-mode synthetic anomalies (§IV-D: Perlin noise times the foreground);
+    # a shared model picks each category's recipe by its kind (mode "kind")
+    mode = PROFILES[profile].mode
+    if not shared and kit_data.read_kind(td.root, category) == "object":
+        mode = "object"
+    cfg = ADConfig(**{**asdict(PROFILES[profile]), "seed": seed, "mode": mode})
+    options = (([] if shared else ["--category", category]) + config_argv(cfg, always=("image_size", "steps"))
+               + ["--name", name])
+    return TrainingCommand(name, MODULE, command_line(MODULE, td.shown + options), td.run + options, asdict(cfg),
+                           td.fingerprint, training_time(cfg.steps, SECONDS_PER_STEP[profile]))
 
 
 def pretrained(category: str, profile: str = "quick", *, data_root: str | os.PathLike | None = None, seed: int = 0,
@@ -338,22 +403,12 @@ def pretrained(category: str, profile: str = "quick", *, data_root: str | os.Pat
     """The committed DiffusionAD model of ``category`` for ``profile`` (:data:`PROFILES`), verified against its
     manifest; trained first (with a progress bar) when ``retrain``; a missing one raises ``FileNotFoundError``
     with the training command and roughly how long it takes. Arguments as :func:`lib.methods.ddpm.pretrained`."""
-    name = checkpoint_name(category, profile, check_int("seed", seed, 0))
-    from .. import data as kit_data
-
-    td = training_data(data_root, category, PROFILES[profile].image_size, DATA_VERSION[profile])
-    root = Path(td.run[1]) if td.run else kit_data.embedded_benchmark(PROFILES[profile].image_size)
-    # object classes train with object-mode synthetic anomalies (§IV-D: Perlin noise times the foreground)
-    mode = "object" if kit_data.read_kind(root, category) == "object" else PROFILES[profile].mode
-    cfg = ADConfig(**{**asdict(PROFILES[profile]), "seed": seed, "mode": mode})
-    options = ["--category", category] + config_argv(cfg, always=("image_size", "steps")) + ["--name", name]
-    shown = command_line(MODULE, td.shown + options)
-    fingerprint = td.fingerprint
-    path = find_or_train(checkpoint_path(CHECKPOINTS, name), retrain=retrain, command=shown,
-                         train=lambda: run(parser().parse_args(td.run + options), command=shown, device=device),
-                         cost=training_time(cfg.steps, SECONDS_PER_STEP[profile]), expected_config=asdict(cfg),
-                         data_fingerprint=fingerprint)
-    return load_diffusionad(path, device=pick_device(device))
+    tc = training_command(category, profile, data_root=data_root, seed=seed)
+    path = find_or_train(checkpoint_path(CHECKPOINTS, tc.name), retrain=retrain, command=tc.shown,
+                         train=lambda: run(parser().parse_args(tc.argv), command=tc.shown, device=device),
+                         cost=tc.cost, expected_config=tc.config, data_fingerprint=tc.fingerprint)
+    shared = PROFILES[profile].classes
+    return load_diffusionad(path, device=pick_device(device), category=category if shared else None)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -375,14 +430,26 @@ def run(a: argparse.Namespace, *, command: str, device: str | torch.device | Non
 
     cfg = config_from_args(ADConfig, a)
     root = Path(a.data) if a.data else kit_data.embedded_benchmark(cfg.image_size)
-    cat = kit_data.load_category(root, a.category, image_size=cfg.image_size)
-    images = kit_data.to_tensor(cat.train.images)
     export = checkpoint_path(a.export_dir, a.name)
-    # object mode: the dataset's foreground masks where it ships them (benchmark version 3), else Otsu (synth)
-    fg = torch.from_numpy(cat.train.foreground) if cfg.mode == "object" and cat.train.foreground is not None else None
+    size = (cfg.image_size, cfg.image_size)
+    if cfg.classes:            # one shared model: class-conditional UNet, one segmentation net
+        images, labels, splits = load_classes(root, cfg.classes, cfg.image_size)
+        modes = ([anomaly_mode(cfg, cat.kind) for cat, tr, _ in splits.values() for _ in range(len(tr.images))]
+                 if cfg.mode == "kind" else None)
+        fg = torch.cat([torch.from_numpy(tr.foreground) if tr.foreground is not None
+                        else torch.ones(len(tr.images), *size, dtype=torch.bool) for _, tr, _ in splits.values()])
+        exclude, fingerprint = class_names(cfg.classes), shared_fingerprint(root, cfg.classes)
+    else:
+        cat = kit_data.load_category(root, a.category, image_size=cfg.image_size)
+        images, labels, exclude = kit_data.to_tensor(cat.train.images), None, a.category
+        modes = [anomaly_mode(cfg, cat.kind)] * len(images) if cfg.mode == "kind" else None
+        # object mode: the dataset's foreground masks where it ships them (benchmark version 3), else Otsu (synth)
+        fg = (torch.from_numpy(cat.train.foreground) if cfg.mode in ("object", "kind") and cat.train.foreground
+              is not None else None)
+        fingerprint = kit_data.fingerprint(root / a.category)
     train_diffusionad(images, cfg, checkpoint_path(a.state_dir, a.name), export=export,
-                      sources=anomaly_sources(tuple(images.shape[-2:]), exclude=a.category), device=device or a.device,
-                      command=command, data_fingerprint=kit_data.fingerprint(root / a.category), foreground=fg)
+                      sources=anomaly_sources(size, exclude=exclude), device=device or a.device, command=command,
+                      data_fingerprint=fingerprint, foreground=fg, labels=labels, modes=modes)
     return export
 
 

@@ -43,11 +43,12 @@ from ..core.paths import CHECKPOINTS, REPO
 from ..io.checkpoints import CheckpointKind, checkpoint_path, config_from, half_precision, open_checkpoint, register_kind
 from ..io.cli import (add_config_arguments, add_training_arguments, cli_main, command_line, config_argv,
                       config_from_args)
-from ..io.training import Trainer, find_or_train, training_time
+from ..io.training import Trainer, TrainingCommand, find_or_train, training_time
 from .ddpm import PROFILES as DDPM_PROFILES, checkpoint_name as ddpm_checkpoint_name, training_data
 
 __all__ = ["SelfAwareSettings", "make_pairs", "LearnedMapConfig", "train_learned_map", "load_learned_map",
-           "LearnedMap", "Profile", "PROFILES", "checkpoint_name", "pretrained", "parser", "run", "main"]
+           "LearnedMap", "Profile", "PROFILES", "checkpoint_name", "pretrained", "training_command", "parser", "run",
+           "main"]
 
 MODULE = "lib.methods.learned_map"
 
@@ -216,9 +217,11 @@ class Profile:
 PROFILES: dict[str, Profile] = {
     # quick: the thesis' settings with two shortcuts: num_steps=10 respaced reverse steps from t (RePaint
     # respaces too) and every 10th t in [299, 349]; paper: the thesis §4.3–4.5 (every step, [300, 350])
+    # quick also trains on 256 pairs (the thesis' recipe has no count; 1024 made on a GPU before): each pair costs
+    # one self-aware reconstruction (~66 UNet calls), and nine maps must train on a 2-core CPU in minutes
     "quick": Profile("thesis-quick", SelfAwareSettings(t=49, n_resample=5, num_steps=10, t_start=299, t_end=349,
-                                                       t_stride=10, p=0.8, init="masked"),
-                     seconds_per_step={"on a 2-core CPU": 1.5}),
+                                                       t_stride=10, p=0.8, init="masked"), pairs=256,
+                     seconds_per_step={"on one thread of a 2-core CPU": 0.2}),
     "paper": Profile("thesis-paper", SelfAwareSettings(t=49, n_resample=5, num_steps=None, t_start=299, t_end=349,
                                                        t_stride=1, p=0.8, init="masked"),
                      config=LearnedMapConfig(seg_preset="paper")),
@@ -232,28 +235,36 @@ def checkpoint_name(category: str, profile: str = "quick", seed: int = 0) -> str
     return f"learnedmap_{category}{DDPM_PROFILES[p.ddpm].config.image_size}" + (f"_seed{seed}" if seed else "")
 
 
-def pretrained(category: str, profile: str = "quick", *, data_root: str | os.PathLike | None = None, seed: int = 0,
-               retrain: bool = False, device: str | torch.device | None = "auto") -> LearnedMap:
-    """The committed learned map of ``category`` for ``profile`` (:data:`PROFILES`), verified against its
-    manifest; trained first when ``retrain`` (from the category's DDPM of the profile, which must exist:
-    ``lib.methods.ddpm.pretrained(category, "thesis-" + profile)``); a missing one raises ``FileNotFoundError``
-    with the training command and roughly how long it takes. Arguments as :func:`lib.methods.ddpm.pretrained`."""
+def training_command(category: str, profile: str = "quick", *, data_root: str | os.PathLike | None = None,
+                     seed: int = 0) -> TrainingCommand:
+    """The command that trains the learned map of ``category`` for ``profile`` (:data:`PROFILES`) from the profile's
+    DDPM of that category (``lib.methods.ddpm.training_command(category, "thesis-" + profile)`` trains it first);
+    arguments as :func:`lib.methods.ddpm.training_command`."""
     name = checkpoint_name(category, profile, check_int("seed", seed, 0))
     p = PROFILES[profile]
     cfg = LearnedMapConfig(**{**asdict(p.config), "seed": seed})
     size = DDPM_PROFILES[p.ddpm].config.image_size
     ddpm = checkpoint_path(CHECKPOINTS, ddpm_checkpoint_name(category, p.ddpm, seed))
     td = training_data(data_root, category, size, DDPM_PROFILES[p.ddpm].data_version)
-    fingerprint = td.fingerprint
     options = (["--category", category, "--image-size", str(size)] + config_argv(p.settings) + config_argv(cfg)
                + ["--pairs", str(p.pairs), "--noise-seed", str(p.noise_seed), "--name", name])
-    shown = td.shown + ["--ddpm", str(ddpm.relative_to(REPO))] + options
     steps = cfg.epochs * (p.pairs // cfg.batch_size)
-    path = find_or_train(checkpoint_path(CHECKPOINTS, name), retrain=retrain, command=command_line(MODULE, shown),
-                         train=lambda: run(parser().parse_args(td.run + ["--ddpm", str(ddpm)] + options),
-                                           command=command_line(MODULE, shown), device=device),
-                         cost=training_time(steps, p.seconds_per_step) + f" (and {p.pairs} reconstructions first)",
-                         expected_config={**asdict(cfg), "settings": asdict(p.settings)}, data_fingerprint=fingerprint)
+    return TrainingCommand(name, MODULE, command_line(MODULE, td.shown + ["--ddpm", str(ddpm.relative_to(REPO))] + options),
+                           td.run + ["--ddpm", str(ddpm)] + options, {**asdict(cfg), "settings": asdict(p.settings)},
+                           td.fingerprint,
+                           training_time(steps, p.seconds_per_step) + f" (and {p.pairs} reconstructions first)")
+
+
+def pretrained(category: str, profile: str = "quick", *, data_root: str | os.PathLike | None = None, seed: int = 0,
+               retrain: bool = False, device: str | torch.device | None = "auto") -> LearnedMap:
+    """The committed learned map of ``category`` for ``profile`` (:data:`PROFILES`), verified against its
+    manifest; trained first when ``retrain`` (from the category's DDPM of the profile, which must exist:
+    ``lib.methods.ddpm.pretrained(category, "thesis-" + profile)``); a missing one raises ``FileNotFoundError``
+    with the training command and roughly how long it takes. Arguments as :func:`lib.methods.ddpm.pretrained`."""
+    tc = training_command(category, profile, data_root=data_root, seed=seed)
+    path = find_or_train(checkpoint_path(CHECKPOINTS, tc.name), retrain=retrain, command=tc.shown,
+                         train=lambda: run(parser().parse_args(tc.argv), command=tc.shown, device=device),
+                         cost=tc.cost, expected_config=tc.config, data_fingerprint=tc.fingerprint)
     return load_learned_map(path, device=pick_device(device))
 
 
@@ -287,7 +298,7 @@ def run(a: argparse.Namespace, *, command: str, device: str | torch.device | Non
     cfg = config_from_args(LearnedMapConfig, a)
     check_int("pairs", a.pairs, 2)
     device = pick_device(device or a.device)
-    ddpm = load_ddpm(a.ddpm, device)
+    ddpm = load_ddpm(a.ddpm, device, category=a.category)   # a shared DDPM serves the category's class
     val_fraction = ddpm.manifest.get("val_fraction", 0.0)
     root = Path(a.data) if a.data else kit_data.embedded_benchmark(a.image_size)
     cat = kit_data.load_category(root, a.category, image_size=a.image_size)

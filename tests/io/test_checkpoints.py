@@ -22,15 +22,18 @@ LOADERS = {"ddpm": ddpm.load_ddpm, "diffusionad": diffusionad.load_diffusionad,
 
 
 def test_there_are_committed_checkpoints():
-    assert len(COMMITTED) == 24   # 19 of notebooks 01, 03, 04, 3 of notebook 02, 2 of notebook 05 (stand-in, In&Out)
+    # 12 of notebooks 01, 03, 04 (01's DDPM; 03's shared DDPM and nine learned maps; 04's shared DiffusionAD model),
+    # 3 of notebook 02, 2 of notebook 05 (stand-in, In&Out)
+    assert len(COMMITTED) == 17
 
 
 @pytest.mark.parametrize("path", COMMITTED, ids=[p.stem for p in COMMITTED])
 def test_every_committed_checkpoint_loads_verifies_and_its_command_rebuilds_its_config(path):
     kind = identify_kind(load_file(path))
     assert kind is not None, f"{path.name}: unknown layout"
-    model = LOADERS[kind.name](path)                      # sha256 and manifest config checked on load
     manifest = read_manifest(path)
+    shared = manifest["config"].get("classes")            # a shared model loads as one of its classes
+    model = LOADERS[kind.name](path, **({"category": shared.split(",")[-1]} if shared else {}))   # sha256, config checked
     assert model.manifest == manifest and model.path == path
     assert dataclasses.asdict(model.config) == {k: v for k, v in manifest["config"].items() if k != "settings"}
     # the manifest's command runs with today's CLI and describes this very config
@@ -113,7 +116,7 @@ def test_manifest_not_json_or_without_sha256(tmp_path):
 
 
 def test_a_checkpoint_of_another_kind_is_named():
-    ad, dd, lm = (CHECKPOINTS / f"{n}.pt" for n in ("diffusionad_small_brick64", "ddpm_small_sigmoid_brick64",
+    ad, dd, lm = (CHECKPOINTS / f"{n}.pt" for n in ("diffusionad_lean_shared64", "ddpm_lean_sigmoid_shared64",
                                                     "learnedmap_brick64"))
     with pytest.raises(CheckpointError, match=r"holds a DiffusionAD model .* not a DDPM .* load it with "
                                               r"lib\.methods\.diffusionad\.load_diffusionad"):

@@ -113,7 +113,7 @@ def test_half_precision_export_loads_as_float32(tmp_path):
 def test_profiles_name_the_committed_checkpoints():
     assert ddpm.checkpoint_name("gravel") == "ddpm_tiny_gravel64"
     assert ddpm.checkpoint_name("gravel", seed=2) == "ddpm_tiny_gravel64_seed2"
-    assert ddpm.checkpoint_name("brick", "thesis-quick") == "ddpm_small_sigmoid_brick64"
+    assert ddpm.checkpoint_name("brick", "thesis-quick") == "ddpm_lean_sigmoid_shared64"     # one shared model
     assert ddpm.checkpoint_name("brick", "thesis-paper") == "ddpm_paper_sigmoid_brick256"
     with pytest.raises(ValueError, match=r"profile='fast' is not one of"):
         ddpm.checkpoint_name("brick", "fast")

@@ -191,8 +191,9 @@ def test_pretrained_loads_the_committed_model(recwarn):
     from lib.methods import diffusionad
 
     m = diffusionad.pretrained("display_panel", "quick", device="cpu")
-    assert m.path.name == "diffusionad_small_display_panel64.pt" and m.config == diffusionad.PROFILES["quick"]
-    assert m.manifest["step"] == 4000 and len(m.losses["noise"]) == len(m.losses["mask"]) == 4000
+    assert m.path.name == "diffusionad_lean_shared64.pt" and m.config == diffusionad.PROFILES["quick"]
+    steps = diffusionad.PROFILES["quick"].steps
+    assert m.manifest["step"] == steps and len(m.losses["noise"]) == len(m.losses["mask"]) == steps
     assert not m.unet.training and not m.seg.training
     assert not [w for w in recwarn if "trained" in str(w.message)]
     with pytest.raises(FileNotFoundError, match=r"(?s)diffusionad_paper_gravel256\.pt is missing.*"

@@ -75,11 +75,12 @@ def test_pretrained_loads_the_committed_map(recwarn):
 
     lm = learned_map.pretrained("metal_strip", "quick", device="cpu")
     assert lm.path.name == "learnedmap_metal_strip64.pt" and lm.settings == learned_map.PROFILES["quick"].settings
-    assert lm.config == learned_map.PROFILES["quick"].config and lm.manifest["pairs"] == 1024
+    assert lm.config == learned_map.PROFILES["quick"].config and lm.manifest["pairs"] == learned_map.PROFILES["quick"].pairs
     assert not [w for w in recwarn if "trained" in str(w.message)]
     with pytest.raises(FileNotFoundError, match=r"(?s)learnedmap_gravel64_seed2\.pt is missing.*python -m "
-                       r"lib\.methods\.learned_map --ddpm data/checkpoints/ddpm_small_sigmoid_gravel64_seed2\.pt "
-                       r"--category gravel --image-size 64 --num-steps 10 --t-stride 10 --seed 2 --pairs 1024"):
+                       r"lib\.methods\.learned_map --data data/embedded/v3_size64_seed0 --ddpm "
+                       r"data/checkpoints/ddpm_lean_sigmoid_shared64_seed2\.pt --category gravel --image-size 64 "
+                       r"--num-steps 10 --t-stride 10 --seed 2 --pairs 256"):
         learned_map.pretrained("gravel", "quick", seed=2, device="cpu")
 
 
