@@ -13,6 +13,7 @@ Files: the resumable state ``build/train/<name>.pt`` and, at the end, the export
 Command line (the manifests of the committed checkpoints record theirs)::
 
     python -m lib.methods.ddpm --category gravel --image-size 64 --steps 12000 --name ddpm_tiny_gravel64
+    python -m lib.methods.ddpm --classes brick,screw --preset lean --name shared   # one model ε_θ(x_t, t, c) of two classes
     accelerate launch --multi_gpu --num_processes 4 -m lib.methods.ddpm ...     # the same run on 4 GPUs
 
 Notebooks load the committed ones with :func:`pretrained` (``profile`` in :data:`PROFILES`).
@@ -261,7 +262,9 @@ PROFILES: dict[str, Profile] = {
 
 def checkpoint_name(category: str, profile: str = "quick", seed: int = 0) -> str:
     """The naming rule of DDPM checkpoints: ``ddpm_<preset>[_<schedule> unless linear]_<category><size>``
-    and ``_seed<seed>`` for a seed other than 0, e.g. ``ddpm_tiny_gravel64``, ``ddpm_small_sigmoid_brick64``."""
+    and ``_seed<seed>`` for a seed other than 0, e.g. ``ddpm_tiny_gravel64``, ``ddpm_small_sigmoid_brick64``; ``shared``
+    replaces the category for a profile whose one class-conditional model serves all its classes
+    (``ddpm_lean_sigmoid_shared64``)."""
     cfg = PROFILES[check_choice("profile", profile, list(PROFILES))].config
     schedule = "" if cfg.schedule == "linear" else f"_{cfg.schedule}"
     what = "shared" if cfg.classes else category       # one model of all the profile's classes

@@ -26,6 +26,7 @@ processes); :func:`pretrained` loads (or trains) the committed checkpoint of a p
 Command line (the manifests of the committed checkpoints record theirs)::
 
     python -m lib.methods.diffusionad --category brick --steps 4000 --name diffusionad_small_brick64
+    python -m lib.methods.diffusionad --classes grass,screw --mode kind ... --name shared   # one model, two classes
     accelerate launch --multi_gpu --num_processes 4 -m lib.methods.diffusionad ...    # on 4 GPUs
 """
 
@@ -369,7 +370,8 @@ DATA_VERSION: dict[str, int | None] = {"quick": 3, "paper": None}   # embedded b
 
 def checkpoint_name(category: str, profile: str = "quick", seed: int = 0) -> str:
     """The naming rule of DiffusionAD checkpoints: ``diffusionad_<preset>_<category><size>`` (and ``_seed<seed>``
-    for a seed other than 0), e.g. ``diffusionad_small_brick64``."""
+    for a seed other than 0), e.g. ``diffusionad_small_brick64``; ``shared`` replaces the category for a profile
+    whose one model serves all its classes (``diffusionad_lean_shared64``)."""
     cfg = PROFILES[check_choice("profile", profile, list(PROFILES))]
     what = "shared" if cfg.classes else category       # one model of all the profile's classes
     return f"diffusionad_{cfg.preset}_{what}{cfg.image_size}" + (f"_seed{seed}" if seed else "")

@@ -116,7 +116,7 @@ def _load_models(args: argparse.Namespace,
     if args.checkpoint:
         from ..methods.diffusionad import load_diffusionad
 
-        m = load_diffusionad(args.checkpoint)
+        m = load_diffusionad(args.checkpoint, category=args.category)   # a shared model: as --category's
         return m.unet, m.seg, m.diffusion, f"trained checkpoint {args.checkpoint}"
     u = nets.unet(args.preset, args.image_size)
     s = nets.segmentation_net(args.seg_preset)
@@ -124,10 +124,13 @@ def _load_models(args: argparse.Namespace,
 
 
 def _eval_set(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Images, masks and labels of ``--category``'s test split of the embedded benchmark at ``--image-size``."""
+    """Images, masks and labels of ``--category``'s test split of the embedded benchmark (the quick profile's version)
+    at ``--image-size``."""
     from .. import data as kit_data
 
-    root = kit_data.embedded_benchmark(size=args.image_size)
+    from ..methods.diffusionad import DATA_VERSION
+
+    root = kit_data.embedded_benchmark(size=args.image_size, version=DATA_VERSION["quick"])
     cat = kit_data.load_category(root, args.category, image_size=args.image_size)
     x = kit_data.to_tensor(cat.test.images)
     masks = torch.as_tensor(cat.test.masks)
