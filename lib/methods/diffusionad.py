@@ -364,7 +364,7 @@ PROFILES: dict[str, ADConfig] = {
                       classes=",".join(benchmark_categories(3))),
     "paper": ADConfig(preset="paper", seg_preset="paper", image_size=256, steps=300_000),
 }
-SECONDS_PER_STEP = {"quick": {"on one thread of a 2-core CPU": 1.5}, "paper": {}}
+SECONDS_PER_STEP = {"quick": {"on one thread of a 2-core CPU": 1.3}, "paper": {}}
 DATA_VERSION: dict[str, int | None] = {"quick": 3, "paper": None}   # embedded benchmark version (None: the default)
 
 

@@ -218,10 +218,10 @@ PROFILES: dict[str, Profile] = {
     # quick: the thesis' settings with two shortcuts: num_steps=10 respaced reverse steps from t (RePaint
     # respaces too) and every 10th t in [299, 349]; paper: the thesis §4.3–4.5 (every step, [300, 350])
     # quick also trains on 256 pairs (the thesis' recipe has no count; 1024 made on a GPU before): each pair costs
-    # one self-aware reconstruction (~66 UNet calls), and nine maps must train on a 2-core CPU in minutes
+    # one self-aware reconstruction (~66 UNet calls); a map then takes 8-9 min on one thread of a 2-core CPU
     "quick": Profile("thesis-quick", SelfAwareSettings(t=49, n_resample=5, num_steps=10, t_start=299, t_end=349,
                                                        t_stride=10, p=0.8, init="masked"), pairs=256,
-                     seconds_per_step={"on one thread of a 2-core CPU": 0.2}),
+                     seconds_per_step={"on one thread of a 2-core CPU": 0.85}),
     "paper": Profile("thesis-paper", SelfAwareSettings(t=49, n_resample=5, num_steps=None, t_start=299, t_end=349,
                                                        t_stride=1, p=0.8, init="masked"),
                      config=LearnedMapConfig(seg_preset="paper")),

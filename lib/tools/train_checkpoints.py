@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -84,7 +85,8 @@ def run_plan(jobs: list[Job], device: str | None, n_jobs: int, log_dir: Path) ->
             if missing:
                 raise RuntimeError(f"{job.command.name} needs {missing}, which neither exist in {CHECKPOINTS} "
                                    "nor are trained by this plan; train them first (--only ddpm)")
-            argv = [sys.executable, "-m", job.command.module, *job.command.argv]
+            # the shown command (paths relative to the repository, run from there): the manifest records it as is
+            argv = [sys.executable, *shlex.split(job.command.shown)[1:]]
             argv += ["--device", device] if device else []
             log = open(log_dir / f"train_{job.command.name}.log", "w")
             log.write(job.command.shown + (f" --device {device}" if device else "") + "\n")

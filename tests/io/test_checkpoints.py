@@ -38,6 +38,7 @@ def test_every_committed_checkpoint_loads_verifies_and_its_command_rebuilds_its_
     assert dataclasses.asdict(model.config) == {k: v for k, v in manifest["config"].items() if k != "settings"}
     # the manifest's command runs with today's CLI and describes this very config
     argv = shlex.split(manifest["command"])
+    assert not [a for a in argv if a.startswith("/")], "the command is run from the repository, paths relative to it"
     baseline = argv[2] == masked_ddpm.MODULE and "--baseline" in argv     # seed 000 §3.1's DDPM on defect crops
     finetuned = argv[2] == inout.MODULE                                   # seed 001's In&Out: a fine-tuned stand-in
     assert argv[:3] == ["python", "-m", masked_ddpm.MODULE if baseline else inout.MODULE if finetuned else kind.module]

@@ -43,8 +43,10 @@ def test_bad_options_are_refused(capsys):
 
 
 def _job(name, argv, needs=()):
-    # a stand-in job: any module's command line (here the tool's own --print, or a failing --jobs 0)
-    return TC.Job("ddpm", TrainingCommand(name, "lib.tools.train_checkpoints", "shown " + name, argv, {}, "", ""), needs)
+    # a stand-in job: any module's command line (here the tool's own --print, or a failing --jobs 0); the runner
+    # runs the shown command (relative paths, from the repository), which the manifests then record
+    shown = shlex.join(["python", "-m", "lib.tools.train_checkpoints", *argv])
+    return TC.Job("ddpm", TrainingCommand(name, "lib.tools.train_checkpoints", shown, ["--absolute"], {}, "", ""), needs)
 
 
 def test_the_runner_waits_for_what_a_job_needs_and_names_the_failed_log(tmp_path, capsys):
@@ -53,7 +55,8 @@ def test_the_runner_waits_for_what_a_job_needs_and_names_the_failed_log(tmp_path
     times = TC.run_plan([after, ok], None, 2, tmp_path)     # b waits for a though it comes first
     assert list(times) == ["a_ok", "b_after"]
     log = (tmp_path / "train_b_after.log").read_text()
-    assert log.startswith("shown b_after\n") and "exit status 0" in log and "--category pill" in log
+    assert log.startswith("python -m lib.tools.train_checkpoints --print --categories pill\n")
+    assert "exit status 0" in log and "--category pill" in log
     with pytest.raises(RuntimeError, match="training failed: c_bad"):
         TC.run_plan([_job("c_bad", ["--jobs", "0"])], None, 1, tmp_path)
     assert "exit status 2" in (tmp_path / "train_c_bad.log").read_text()
