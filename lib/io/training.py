@@ -248,10 +248,12 @@ class TrainingCommand(NamedTuple):
 
 
 def find_or_train(path: Path, *, retrain: bool, train: Callable[[], object], command: str, cost: str,
-                  expected_config: dict | None = None, data_fingerprint: str | None = None) -> Path:
+                  expected_config: dict | None = None, data_fingerprint: str | None = None,
+                  config_defaults: dict | None = None) -> Path:
     """The committed checkpoint ``path``: trained first by ``train()`` when ``retrain``; when it is missing
     an error names the file, the command that trains it and roughly how long that takes (``cost``).
-    Warns when its manifest's config differs from ``expected_config`` (the profile's) or its data
+    Warns when its manifest's config (fields it lacks: ``config_defaults``) differs from ``expected_config`` (the
+    profile's) or its data
     fingerprint from ``data_fingerprint`` (the data loaded here)."""
     if retrain:
         train()
@@ -259,9 +261,12 @@ def find_or_train(path: Path, *, retrain: bool, train: Callable[[], object], com
         raise FileNotFoundError(f"checkpoint {path} is missing. Train it from the repository root with\n"
                                 f"    {command}\n({cost}), or pass retrain=True to train it here")
     manifest = read_manifest(path)
-    if expected_config is not None and manifest["config"] != expected_config:
+    # a field added to the config after the file was trained counts as its default (``config_defaults``)
+    recorded = {**{k: v for k, v in (config_defaults or {}).items() if k not in manifest["config"]},
+                **manifest["config"]}
+    if expected_config is not None and recorded != expected_config:
         warnings.warn(f"{path.name} was trained with another config than its profile's "
-                      f"({'; '.join(config_diff(expected_config, manifest['config']))}; profile → file)",
+                      f"({'; '.join(config_diff(expected_config, recorded))}; profile → file)",
                       stacklevel=3)
     if data_fingerprint is not None and manifest["data_fingerprint"] != data_fingerprint:
         warnings.warn(f"{path.name} was trained on data with fingerprint {manifest['data_fingerprint'][:12]}…, "

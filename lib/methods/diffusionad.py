@@ -408,7 +408,8 @@ def pretrained(category: str, profile: str = "quick", *, data_root: str | os.Pat
     tc = training_command(category, profile, data_root=data_root, seed=seed)
     path = find_or_train(checkpoint_path(CHECKPOINTS, tc.name), retrain=retrain, command=tc.shown,
                          train=lambda: run(parser().parse_args(tc.argv), command=tc.shown, device=device),
-                         cost=tc.cost, expected_config=tc.config, data_fingerprint=tc.fingerprint)
+                         cost=tc.cost, expected_config=tc.config, data_fingerprint=tc.fingerprint,
+                         config_defaults=asdict(ADConfig()))
     shared = PROFILES[profile].classes
     return load_diffusionad(path, device=pick_device(device), category=category if shared else None)
 

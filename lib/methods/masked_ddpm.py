@@ -549,7 +549,8 @@ def pretrained_baseline(profile: str = "quick", *, category: str = "display_pane
     path = find_or_train(checkpoint_path(CHECKPOINTS, name), retrain=retrain, command=shown,
                          train=lambda: run(parser().parse_args(run_data + options), command=shown, device=device),
                          cost=training_time(base.steps, {"on one thread of a 2-core CPU": 0.32}),
-                         expected_config=asdict(base), data_fingerprint=kit_data.fingerprint(root / category))
+                         expected_config=asdict(base), data_fingerprint=kit_data.fingerprint(root / category),
+                         config_defaults=asdict(ddpm.TrainConfig()))
     return ddpm.load_ddpm(path, device=pick_device(device))
 
 
