@@ -53,7 +53,8 @@ from ..core.device import device_label, pick_device
 from .checkpoints import (CheckpointKind, config_diff, data_digest, export_checkpoint, read_manifest,
                           resume_state, save_atomic, write_manifest)
 
-__all__ = ["NonFiniteLossError", "Shard", "Trainer", "LossFn", "training_time", "TrainingCommand", "find_or_train"]
+__all__ = ["NonFiniteLossError", "Shard", "Trainer", "LossFn", "training_time", "TrainingCommand", "find_or_train",
+           "find_or_run"]
 
 
 class NonFiniteLossError(ValueError):
@@ -272,3 +273,11 @@ def find_or_train(path: Path, *, retrain: bool, train: Callable[[], object], com
         warnings.warn(f"{path.name} was trained on data with fingerprint {manifest['data_fingerprint'][:12]}…, "
                       f"the data here has {data_fingerprint[:12]}… (another seed, size or dataset)", stacklevel=3)
     return path
+
+
+def find_or_run(path: Path, tc: TrainingCommand, *, retrain: bool, train: Callable[[], object],
+                config_defaults: dict | None = None) -> Path:
+    """:func:`find_or_train` for the checkpoint ``path`` that ``tc`` trains: its command, cost, config and data
+    fingerprint come from ``tc``; ``train()`` runs it."""
+    return find_or_train(path, retrain=retrain, train=train, command=tc.shown, cost=tc.cost,
+                         expected_config=tc.config, data_fingerprint=tc.fingerprint, config_defaults=config_defaults)

@@ -39,9 +39,10 @@ from ..data.benchmark import categories as benchmark_categories
 from ..io.checkpoints import CheckpointKind, checkpoint_path, half_precision, open_checkpoint, register_kind
 from ..io.cli import (add_config_arguments, add_training_arguments, cli_main, command_line, config_argv,
                       config_from_args)
-from ..io.training import Trainer, TrainingCommand, find_or_train, training_time
+from ..io.training import Trainer, TrainingCommand, find_or_run, training_time
 
-__all__ = ["TrainConfig", "check_classes", "class_names", "shared_fingerprint", "load_classes", "train_ddpm", "load_ddpm", "DDPMModel", "Profile", "PROFILES", "checkpoint_name",
+__all__ = ["TrainConfig", "check_classes", "class_names", "shared_fingerprint", "load_classes", "train_ddpm", "load_ddpm",
+           "DDPMModel", "Profile", "PROFILES", "checkpoint_name",
            "pretrained", "training_command", "TrainingData", "training_data", "parser", "run", "main"]
 
 MODULE = "lib.methods.ddpm"
@@ -296,10 +297,9 @@ def pretrained(category: str, profile: str = "quick", *, data_root: str | os.Pat
     embedded benchmark), ``seed``: the training seed (part of the name). A missing checkpoint raises
     ``FileNotFoundError`` with the command that trains it and roughly how long that takes."""
     tc = training_command(category, profile, data_root=data_root, seed=seed)
-    path = find_or_train(checkpoint_path(CHECKPOINTS, tc.name), retrain=retrain, command=tc.shown,
-                         train=lambda: run(parser().parse_args(tc.argv), command=tc.shown, device=device),
-                         cost=tc.cost, expected_config=tc.config, data_fingerprint=tc.fingerprint,
-                         config_defaults=asdict(TrainConfig()))
+    path = find_or_run(checkpoint_path(CHECKPOINTS, tc.name), tc, retrain=retrain,
+                       config_defaults=asdict(TrainConfig()),
+                       train=lambda: run(parser().parse_args(tc.argv), command=tc.shown, device=device))
     shared = PROFILES[profile].config.classes
     return load_ddpm(path, device=pick_device(device), category=category if shared else None)
 

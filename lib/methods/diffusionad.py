@@ -52,7 +52,7 @@ from ..core.paths import CHECKPOINTS
 from ..io.checkpoints import CheckpointKind, checkpoint_path, data_digest, half_precision, open_checkpoint, register_kind
 from ..io.cli import (add_config_arguments, add_training_arguments, cli_main, command_line, config_argv,
                       config_from_args)
-from ..io.training import Trainer, TrainingCommand, find_or_train, training_time
+from ..io.training import Trainer, TrainingCommand, find_or_run, training_time
 from ..data.benchmark import categories as benchmark_categories
 from .ddpm import check_classes, class_names, load_classes, shared_fingerprint, training_data
 
@@ -316,7 +316,8 @@ def train_diffusionad(images: torch.Tensor, cfg: ADConfig, out: str | os.PathLik
         raise ValueError(f"foreground is {tuple(foreground.shape)}; it must be N x H x W like the images "
                          f"{tuple(images.shape)} (one mask per training image, e.g. Split.foreground)")
     pool_x, pool_m, pool_src = _pool(images, cfg, gen, sources, progress, foreground, modes)
-    trainer.data = data_digest(images, pool_x, pool_m, *(() if labels is None else (labels,)))        # the pool depends on the anomaly sources too
+    # the pool depends on the anomaly sources too; a shared model's labels are data as well
+    trainer.data = data_digest(images, pool_x, pool_m, *(() if labels is None else (labels,)))
     nb = B // 2                                               # normal images first, then anomalies
     na = B - nb
 
@@ -406,10 +407,9 @@ def pretrained(category: str, profile: str = "quick", *, data_root: str | os.Pat
     manifest; trained first (with a progress bar) when ``retrain``; a missing one raises ``FileNotFoundError``
     with the training command and roughly how long it takes. Arguments as :func:`lib.methods.ddpm.pretrained`."""
     tc = training_command(category, profile, data_root=data_root, seed=seed)
-    path = find_or_train(checkpoint_path(CHECKPOINTS, tc.name), retrain=retrain, command=tc.shown,
-                         train=lambda: run(parser().parse_args(tc.argv), command=tc.shown, device=device),
-                         cost=tc.cost, expected_config=tc.config, data_fingerprint=tc.fingerprint,
-                         config_defaults=asdict(ADConfig()))
+    path = find_or_run(checkpoint_path(CHECKPOINTS, tc.name), tc, retrain=retrain,
+                       config_defaults=asdict(ADConfig()),
+                       train=lambda: run(parser().parse_args(tc.argv), command=tc.shown, device=device))
     shared = PROFILES[profile].classes
     return load_diffusionad(path, device=pick_device(device), category=category if shared else None)
 

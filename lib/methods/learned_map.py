@@ -43,7 +43,7 @@ from ..core.paths import CHECKPOINTS, REPO
 from ..io.checkpoints import CheckpointKind, checkpoint_path, config_from, half_precision, open_checkpoint, register_kind
 from ..io.cli import (add_config_arguments, add_training_arguments, cli_main, command_line, config_argv,
                       config_from_args)
-from ..io.training import Trainer, TrainingCommand, find_or_train, training_time
+from ..io.training import Trainer, TrainingCommand, find_or_run, training_time
 from .ddpm import PROFILES as DDPM_PROFILES, checkpoint_name as ddpm_checkpoint_name, training_data
 
 __all__ = ["SelfAwareSettings", "make_pairs", "LearnedMapConfig", "train_learned_map", "load_learned_map",
@@ -262,10 +262,9 @@ def pretrained(category: str, profile: str = "quick", *, data_root: str | os.Pat
     ``lib.methods.ddpm.pretrained(category, "thesis-" + profile)``); a missing one raises ``FileNotFoundError``
     with the training command and roughly how long it takes. Arguments as :func:`lib.methods.ddpm.pretrained`."""
     tc = training_command(category, profile, data_root=data_root, seed=seed)
-    path = find_or_train(checkpoint_path(CHECKPOINTS, tc.name), retrain=retrain, command=tc.shown,
-                         train=lambda: run(parser().parse_args(tc.argv), command=tc.shown, device=device),
-                         cost=tc.cost, expected_config=tc.config, data_fingerprint=tc.fingerprint,
-                         config_defaults=asdict(LearnedMapConfig()))
+    path = find_or_run(checkpoint_path(CHECKPOINTS, tc.name), tc, retrain=retrain,
+                       config_defaults=asdict(LearnedMapConfig()),
+                       train=lambda: run(parser().parse_args(tc.argv), command=tc.shown, device=device))
     return load_learned_map(path, device=pick_device(device))
 
 
