@@ -59,7 +59,7 @@ from .metrics import ArrayLike, as_nhw, finite_scores, to_numpy
 
 __all__ = ["Estimate", "Comparison", "METRICS", "METRIC_NAMES", "UNRESOLVED", "bootstrap_metrics", "compare",
            "resample_weights", "weighted_image_auroc", "binned_pixel_metric", "metric_samples", "mean_estimate",
-           "compare_means", "compare_over_seeds", "compare_scores_over_seeds", "compare_statistic"]
+           "compare_means", "compare_over_seeds", "compare_scores_over_seeds", "compare_statistic", "by_defect_type"]
 
 METRICS = ("I", "P", "O", "A")
 """The metric codes: image AUROC, pixel AUROC, PRO-AUC (FPR <= 0.3), pixel AP."""
@@ -469,6 +469,28 @@ def compare(a: ArrayLike, b: ArrayLike, labels: ArrayLike, masks: ArrayLike | No
     else:
         verdict = UNRESOLVED
     return Comparison(diff, verdict)
+
+
+def by_defect_type(scores: ArrayLike, defect_types: Sequence[str], *, good: str = "good", n_boot: int = 1000,
+                   seed: int = 0, level: float = 0.95) -> dict[str, Estimate]:
+    """Image AUROC of each defect type against all good test images, with its interval: {type: Estimate}.
+
+    For type d the test set is the good images plus the images of type d (labels 0 / 1), resampled as
+    :func:`bootstrap_metrics` does; the types come in order of first appearance. Shows *which* defects a
+    method misses where the category's AUROC mixes them all.
+    """
+    types = [str(d) for d in defect_types]
+    s = _scores(scores, len(types))
+    is_good = np.array([d == good for d in types])
+    if not is_good.any() or is_good.all():
+        raise ValueError(f"defect_types needs both {good!r} images and defective ones; got the types "
+                         f"{sorted(set(types))}")
+    out = {}
+    for d in dict.fromkeys(t for t in types if t != good):
+        keep = is_good | np.array([t == d for t in types])
+        out[d] = bootstrap_metrics(s[keep], (~is_good[keep]).astype(int), metrics=("I",), n_boot=n_boot, seed=seed,
+                                   level=level)["I"]
+    return out
 
 
 # --------------------------------------------------------------------------- means over categories

@@ -37,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, info in DATASETS.items():
             h = info.archive.sha256 or pinned_hash(name, root)
             print(f"{name:10s} {info.title}\n           licence: {info.licence}\n"
-                  f"           archive: {info.archive.filename} ({info.archive.size_hint}); sha256: "
+                  f"           archive: {info.archive.filename} ({info.archive.size_text}); sha256: "
                   f"{h or 'not published'}{'' if info.archive.sha256 or not h else ' (pinned locally)'}\n"
                   f"           status:  {_status(name, root)}")
         return 0

@@ -390,8 +390,19 @@ def convert_btad(src: PathLike, dst: PathLike) -> Path:
     return Path(dst)
 
 
+def _source_sha256(folder: Path) -> str | None:
+    """The sha256 of the archive ``folder`` was extracted from (the nearest ``.extracted.json`` in it or above it),
+    or None for a folder the kit did not extract."""
+    for p in (folder, *folder.resolve().parents):
+        found = read_marker(p, MARKER)
+        if found:
+            return found.get("sha256")
+    return None
+
+
 def _record(layout: str, base: Path) -> dict:
-    return {"converter": layout, "version": CONVERTER_VERSION, "source": str(base)}
+    return {"converter": layout, "version": CONVERTER_VERSION, "source": str(base),
+            "source_sha256": _source_sha256(base)}
 
 
 def _validate_only(src: PathLike, dst: PathLike | None = None) -> Path:
@@ -410,15 +421,16 @@ CONVERTERS: dict[str, Callable[..., Path]] = {
 
 def convert_dataset(layout: str, src: PathLike, dst: PathLike) -> Path:
     """Convert the extracted dataset ``src`` of the given ``layout`` (a key of ``CONVERTERS``) into ``dst`` once
-    (skipped when ``dst`` holds a finished conversion of the same source), validate the result with
-    ``check_layout`` and return the MVTec-layout folder."""
+    (skipped when ``dst`` holds a finished conversion of the same source, extracted from the same archive),
+    validate the result with ``check_layout`` and return the MVTec-layout folder."""
     if layout not in CONVERTERS:
         raise ValueError(f"layout={layout!r} is not one of {sorted(CONVERTERS)}")
     if layout == "mvtec":
         return _validate_only(src)
     done = read_marker(dst, CONVERTED_MARKER)
     if not (done and done.get("converter") == layout and done.get("version") == CONVERTER_VERSION
-            and Path(done.get("source", "")).resolve().is_relative_to(Path(src).resolve())):
+            and Path(done.get("source", "")).resolve().is_relative_to(Path(src).resolve())
+            and done.get("source_sha256") == _source_sha256(Path(src))):   # another archive extracted since
         CONVERTERS[layout](src, dst)
     check_layout(dst)
     return Path(dst)

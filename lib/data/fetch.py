@@ -95,6 +95,11 @@ class Archive:
     size: int | None = None
     size_hint: str = "size not published"
 
+    @property
+    def size_text(self) -> str:
+        """``"5,264,982,680 bytes (4.9 GiB; ...)"``, or the hint alone where no size is published."""
+        return f"{self.size:,} bytes ({self.size_hint})" if self.size else self.size_hint
+
 
 @dataclass(frozen=True)
 class DatasetInfo:
@@ -124,7 +129,7 @@ DATASETS: dict[str, DatasetInfo] = {d.name: d for d in (
                  "mvtec_anomaly_detection.tar.xz",),
                 "cf4313b13603bec67abb49ca959488f7eedce2a9f7795ec54446c649ac98cd3d",
                 "openvinotoolkit/anomalib, src/anomalib/data/datamodules/image/mvtecad.py (DOWNLOAD_INFO.hashsum)",
-                None, "about 4.9 GB (MVTec's download page)"),
+                5_264_982_680, "4.9 GiB; the byte count is recorded beside this sha256 in public download scripts"),
         "mvtec", "Bergmann et al., MVTec AD, CVPR 2019 and IJCV 2021"),
     DatasetInfo(
         "visa", "VisA (Visual Anomaly)", "https://github.com/amazon-science/spot-diff",
@@ -132,7 +137,7 @@ DATASETS: dict[str, DatasetInfo] = {d.name: d for d in (
         Archive("VisA_20220922.tar", ("https://amazon-visual-anomaly.s3.us-west-2.amazonaws.com/VisA_20220922.tar",),
                 "2eb8690c803ab37de0324772964100169ec8ba1fa3f7e94291c9ca673f40f362",
                 "openvinotoolkit/anomalib, src/anomalib/data/datamodules/image/visa.py (DOWNLOAD_INFO.hashsum)",
-                None, "about 1.8 GB"),
+                1_929_840_640, "1.8 GiB; the S3 object's Content-Length, recorded beside this sha256 in public notes"),
         "visa", "Zou et al., SPot-the-Difference, ECCV 2022",
         ("converted with split_csv/1cls.csv; candle, capsules, macaroni1, macaroni2 hold several objects per image",)),
     DatasetInfo(
@@ -520,13 +525,19 @@ def _extract_all(opened, members: list[_Member], tmp: Path) -> None:
                                      "a link; refusing.")
         if m.kind == "hardlink":
             source = tmp.joinpath(*PurePosixPath(m.link.replace("\\", "/")).parts)
-            if not source.is_file() or source.is_symlink():
-                raise UnsafeArchiveError(f"hard link {m.name!r} points to {m.link!r}, not a file of the archive.")
+            # resolved, not read lexically: a path through a symlink of the archive may lead outside
+            if not _within(source, tmp_real) or not source.is_file() or source.is_symlink():
+                raise UnsafeArchiveError(f"hard link {m.name!r} points to {m.link!r}, which is not a file of the "
+                                         "archive inside the target; refusing to extract the archive.")
             shutil.copyfile(source, dest)
         elif m.kind == "symlink":
             os.symlink(m.link, dest)
             if not _within(dest, tmp_real):
                 raise UnsafeArchiveError(f"symlink {m.name!r} -> {m.link!r} resolves outside the target; refusing.")
+    for m in members:   # again once all exist: a chain of links, each harmless when made, may now lead outside
+        if m.kind == "symlink" and not _within(tmp.joinpath(*m.name.split("/")), tmp_real):
+            raise UnsafeArchiveError(f"symlink {m.name!r} -> {m.link!r} resolves outside the target through the "
+                                     "archive's other links; refusing to extract the archive.")
 
 
 # ----------------------------------------------------------------------------------
@@ -539,7 +550,7 @@ def _say(text: str) -> None:
 
 def _offline_message(info: DatasetInfo, archive: Path, expected: str | None, reason: str, root: Path) -> str:
     a = info.archive
-    size = f"{a.size} bytes, {a.size_hint}" if a.size else a.size_hint
+    size = a.size_text
     where = ("\n".join(f"  URL:       {u}" for u in a.urls) if a.urls
              else f"  page:      {info.homepage} (a manual download)")
     hash_line = (f"  sha256:    {expected} ({a.hash_source if expected == a.sha256 else 'pinned'})" if expected
@@ -557,19 +568,25 @@ def fetch(name: str | DatasetInfo, root: PathLike | None = None, *, sha256: str 
     """Fetch a registered dataset into ``<root>/<name>`` and return its MVTec-layout folder (``convert_to_mvtec``
     False: the extracted folder). Shows the licence first; takes an archive already in ``<root>/<name>/downloads``
     or downloads it; verifies its sha256 (``sha256``, else the registry's, else the lock file's; with none, the
-    first download records one and warns) before every extraction; extracts and converts once."""
+    first download records one and warns) before every extraction; extracts and converts once. A ``sha256`` given
+    here that matches is pinned in ``<root>/hashes.lock.json``, and a pinned hash takes precedence over the
+    registry's (with a warning where they differ)."""
     info = dataset_info(name)
     root = _root(root)
     home = root / info.name
     archive = home / "downloads" / info.archive.filename
-    expected = _check_hex(sha256, "sha256") or info.archive.sha256 or pinned_hash(info.name, root)
-    source = ("--sha256" if sha256 else info.archive.hash_source if expected == info.archive.sha256
-              else f"recorded in {root / LOCK_FILE}")
+    pinned = pinned_hash(info.name, root)
+    expected = _check_hex(sha256, "sha256") or pinned or info.archive.sha256
+    source = ("--sha256" if sha256 else f"recorded in {root / LOCK_FILE}" if pinned else info.archive.hash_source)
+    if pinned and not sha256 and info.archive.sha256 and pinned != info.archive.sha256:
+        warnings.warn(f"{info.title}: verifying against the hash pinned in {root / LOCK_FILE} ({pinned}), not the "
+                      f"published one ({info.archive.sha256}, {info.archive.hash_source}); delete the entry "
+                      f"{info.name!r} from the lock file to go back to the published hash.", stacklevel=2)
     _say(f"{info.title}: licence {info.licence}. {info.homepage}")
     if not archive.is_file():
         if not info.archive.urls:
             raise OfflineError(_offline_message(info, archive, expected, "it is a manual download", root))
-        _say(f"downloading {info.archive.filename} ({info.archive.size_hint}) to {archive.parent}")
+        _say(f"downloading {info.archive.filename} ({info.archive.size_text}) to {archive.parent}")
         try:
             download(info.archive.urls, archive, sha256=expected, retries=retries, backoff=backoff, timeout=timeout,
                      progress=progress, name=info.name)
@@ -585,6 +602,9 @@ def fetch(name: str | DatasetInfo, root: PathLike | None = None, *, sha256: str 
         expected, source = actual, f"recorded in {lock}"
     else:
         verify(archive, expected, name=info.name, source=source)
+        if sha256 and _check_hex(sha256, "sha256") != pinned:    # --sha256: later plain fetches verify against it
+            lock = pin_hash(info.name, expected, archive.name, root, archive.stat().st_size)
+            _say(f"pinned sha256 {expected} for {info.name} in {lock}")
     raw = home / "raw"
     done = read_marker(raw, MARKER)
     if not done or done.get("sha256") != expected:

@@ -5,7 +5,8 @@ test images, resized to 224 wide × 632 tall. The kit's ``metal_strip`` is drawn
 with three defect types (scratch, spot, contamination) and a pixel mask per defect; :func:`embedded_strip`
 generates one folder with :data:`STRIP_COUNTS` and :func:`ksdd2_split` splits its defective images into the
 training positives I_p (their masks are DIAG's expert masks) and held-out test positives. Synthetic: say so
-wherever it is shown. A real KSDD2 converted to the MVTec AD layout is split the same way.
+wherever it is shown. A real KSDD2 converted to the MVTec AD layout keeps its own training positives
+(``positives_train/``), which :func:`ksdd2_split` uses as I_p.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 
 from ..core.checks import check_int
 from .benchmark import default_data_dir, make_benchmark, read_card
-from .loader import Category, DatasetError
+from .loader import Category, DatasetError, load_split
 
 __all__ = ["STRIP_COUNTS", "KSDD2_COUNTS", "embedded_strip", "Ksdd2Split", "ksdd2_split"]
 
@@ -63,10 +64,16 @@ class Ksdd2Split:
 
 
 def ksdd2_split(cat: Category, n_positive_train: int = N_POSITIVE_TRAIN) -> Ksdd2Split:
-    """Split ``cat``: its training images are I_n; of its defective test images the first ``n_positive_train`` per
+    """Split ``cat``: its training images are I_n. A real KSDD2 converted by ``lib.data.convert`` ships its training
+    positives in ``<category>/positives_train/``: they are I_p and the whole test split is the test set (the
+    paper's 246 / 110). Otherwise (the embedded strip) the first ``n_positive_train`` defective test images per
     defect type (file order) are I_p, the rest and the good test images are the test set."""
     k = check_int("n_positive_train", n_positive_train, 1)
     test = cat.test
+    if (cat.root / "positives_train").is_dir():
+        pos = load_split(cat.root / "positives_train", image_size=tuple(cat.train.images.shape[1:3]))
+        return Ksdd2Split(cat.train.images, pos.images, pos.masks, list(pos.defect_types), test.images, test.labels,
+                          test.masks, list(test.defect_types))
     pos_train, held = [], []
     for d in cat.defect_types:
         idx = [i for i, t in enumerate(test.defect_types) if t == d]

@@ -35,7 +35,8 @@ import torch
 from PIL import Image
 
 __all__ = ["IMAGE_EXTENSIONS", "MVTEC_KINDS", "DatasetError", "Split", "Category", "load_category", "list_categories",
-           "select_categories", "split_validation", "to_tensor", "to_uint8", "fingerprint", "read_kind"]
+           "select_categories", "split_validation", "to_tensor", "to_uint8", "fingerprint", "read_kind",
+           "load_split"]
 
 PathLike = Union[str, os.PathLike]  # a folder given as a str or a Path
 
@@ -253,10 +254,11 @@ def _load_mask(path: Path, image: Path, native_size, size, warn_empty: bool = Tr
     return mask
 
 
-def _load_split(category_dir: Path, split: str, size) -> Split:
+def _load_split(category_dir: Path, split: str, size, masks_root: Path | None = None) -> Split:
     folder = category_dir / split
     images, masks, labels, kinds, paths, native = [], [], [], [], [], []
-    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")
+                      and p.name != "ground_truth"):
         for path in _image_files(sub):
             im = _open(path)
             native.append(im.size)
@@ -264,7 +266,7 @@ def _load_split(category_dir: Path, split: str, size) -> Split:
             if sub.name == "good":
                 mask = np.zeros(image.shape[:2], bool)
             else:
-                mask = _load_mask(_find_mask(category_dir, sub.name, path), path, im.size, size)
+                mask = _load_mask(_find_mask(masks_root or category_dir, sub.name, path), path, im.size, size)
             images.append(image)
             masks.append(mask)
             labels.append(int(sub.name != "good"))
@@ -297,6 +299,16 @@ def _load_foreground(category_dir: Path, split: str, paths: list[Path], native: 
                                f"{sub / (path.stem + '.png')}); add it, or remove the foreground folder.")
         out.append(_load_mask(found[0], path, native_size, size, warn_empty=False))
     return np.stack(out)
+
+
+def load_split(folder: PathLike, image_size: int | tuple[int, int] | None = None) -> Split:
+    """Load an extra split laid out like a category: ``<folder>/<kind>/*`` (``good`` or a defect type) with masks in
+    ``<folder>/ground_truth/<kind>/<stem>_mask.*``, e.g. the KSDD2 converter's ``positives_train/``; sizes and checks
+    as :func:`load_category`."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DatasetError(f"{folder} does not exist or is not a folder")
+    return _load_split(folder, ".", image_size, masks_root=folder)
 
 
 def read_kind(root: PathLike, name: str) -> str | None:

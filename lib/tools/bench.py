@@ -45,7 +45,7 @@ from ..core.checks import check_float, check_int
 from ..core.scoring import image_score
 from ..methods.diffusionad import norm_guided_core
 
-from ..core.device import pick_device
+from ..core.device import device_label, pick_device
 from ..core.flops import count_flops
 from ..core.metrics import image_auroc, pixel_auroc
 from ..core import nets
@@ -104,12 +104,6 @@ def flops_per_image(unet: torch.nn.Module, seg: torch.nn.Module, image_size: int
     return {"unet_forward": u, "seg_forward": s, "image": 2 * u + s}
 
 
-def _device_label(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return "MPS" if device.type == "mps" else "CPU"
-
-
 def _load_models(args: argparse.Namespace,
                  device: torch.device) -> tuple[torch.nn.Module, torch.nn.Module, Diffusion, str]:
     torch.manual_seed(args.seed)
@@ -144,7 +138,7 @@ def bench_diffusionad(args: argparse.Namespace) -> tuple[list[dict], dict]:
     unet32, seg32, diffusion, weights = _load_models(args, device)
     unet32.to(device).eval().requires_grad_(False)
     seg32.to(device).eval().requires_grad_(False)
-    print(f"device: {_device_label(device)}; UNet "
+    print(f"device: {device_label(device)}; UNet "
           f"{args.preset} {nets.count_parameters(unet32) / 1e6:.1f} M params, seg net {args.seg_preset} "
           f"{nets.count_parameters(seg32) / 1e6:.1f} M, {args.image_size}², {weights}", flush=True)
     gpu = device.type == "cuda"
@@ -302,7 +296,7 @@ def bench_diffusionad(args: argparse.Namespace) -> tuple[list[dict], dict]:
             r["speedup_vs_paper_setting"] = r["images_per_s"] / base["images_per_s"]
         elif r["path"].startswith("component: UNet"):
             r["unet_forwards_per_s"] = 2 * r["images_per_s"]      # comparable with single-UNet figures
-    return rows, {"device": _device_label(device), "weights": weights,
+    return rows, {"device": device_label(device), "weights": weights,
                   "preset": args.preset, "seg_preset": args.seg_preset, "image_size": args.image_size,
                   "unet_params": nets.count_parameters(unet32), "seg_params": nets.count_parameters(seg32),
                   "tflop_per_image": flops["image"] / 1e12, "torch": torch.__version__}
@@ -357,7 +351,7 @@ def main(argv: list[str] | None = None) -> None:
     from ..show.figures import save_table
 
     df = pd.DataFrame(rows)
-    dev = "cpu" if meta["device"] == "CPU" else "gpu"
+    dev = "cpu" if meta["device"].startswith("cpu") else "gpu"
     cap = (f"DiffusionAD norm-guided inference on {meta['device']} ({meta['preset']} UNet "
            f"{meta['unet_params'] / 1e6:.1f} M params, {meta['seg_preset']} seg net "
            f"{meta['seg_params'] / 1e6:.1f} M, {meta['image_size']}², {meta['tflop_per_image']:.3f} TFLOP "

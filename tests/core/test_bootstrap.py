@@ -225,3 +225,22 @@ def test_compare_scores_over_seeds_needs_every_seed():
     assert "per seed +" in str(w) and str(w).count(", ") >= 2
     with pytest.raises(ValueError, match="one label per image"):
         B.compare_scores_over_seeds(average_precision_score, good, bad, y[:10])
+
+
+def test_by_defect_type_scores_each_type_against_the_good_images():
+    from lib.core.bootstrap import by_defect_type
+    rng = np.random.default_rng(0)
+    types = ["good"] * 30 + ["seen"] * 15 + ["missed"] * 15
+    scores = np.r_[rng.normal(size=30), rng.normal(3, 1, 15), rng.normal(size=15)]
+    est = by_defect_type(scores, types, n_boot=300)
+    assert list(est) == ["seen", "missed"]
+    good = np.array(types) == "good"
+    for d, e in est.items():
+        keep = good | (np.array(types) == d)
+        assert e.value == pytest.approx(image_auroc(scores[keep], (~good[keep]).astype(int)))
+        assert e.low <= e.value <= e.high
+    assert est["seen"].low > 0.9 and est["missed"].low < 0.5 < est["missed"].high
+    with pytest.raises(ValueError, match="good"):
+        by_defect_type(scores[30:], types[30:])
+    with pytest.raises(ValueError):
+        by_defect_type(scores[:10], types)

@@ -259,3 +259,26 @@ def test_fetch_converts_a_dropped_ksdd2_archive(tmp_path):
         out = data.fetch("ksdd2", root, progress=False)       # no network: the archive is already there
     assert out == root / "ksdd2" / "mvtec" and data.resolve_data_root("ksdd2", root) == out
     assert len(data.load_category(out, "ksdd2", image_size=8).test) == 2
+
+
+def test_a_converted_ksdd2_keeps_its_own_training_positives(tmp_path):
+    from lib.data.ksdd2 import ksdd2_split
+    out = data.convert_dataset("ksdd2", _ksdd2(tmp_path / "KolektorSDD2"), tmp_path / "mvtec")
+    split = ksdd2_split(data.load_category(out, "ksdd2"))
+    assert split.counts() == {"train/negative": 2, "train/positive": 1, "test/negative": 1, "test/positive": 1}
+    assert split.positive_types == ["defect"] and split.positive_masks[0].sum() == 6
+    small = ksdd2_split(data.load_category(out, "ksdd2", image_size=(4, 6)))     # resized like the category
+    assert small.positives.shape == (1, 4, 6, 3) and small.positive_masks.shape == (1, 4, 6)
+
+
+def test_conversion_is_redone_when_another_archive_was_extracted(tmp_path):
+    src, dst = _ksdd2(tmp_path / "raw"), tmp_path / "out"
+    (src / data.MARKER).write_text('{"sha256": "' + "a" * 64 + '"}')
+    data.convert_dataset("ksdd2", src, dst)
+    assert data.read_marker(dst, data.CONVERTED_MARKER)["source_sha256"] == "a" * 64
+    stamp = (dst / data.CONVERTED_MARKER).stat().st_mtime_ns
+    data.convert_dataset("ksdd2", src, dst)
+    assert (dst / data.CONVERTED_MARKER).stat().st_mtime_ns == stamp          # same archive: kept
+    (src / data.MARKER).write_text('{"sha256": "' + "b" * 64 + '"}')
+    data.convert_dataset("ksdd2", src, dst)
+    assert data.read_marker(dst, data.CONVERTED_MARKER)["source_sha256"] == "b" * 64

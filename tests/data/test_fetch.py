@@ -251,6 +251,19 @@ def test_no_published_hash_is_recorded_in_the_lock_file_and_then_enforced(server
         data.fetch(info, tmp_path, progress=False)
     out = data.fetch(info, tmp_path, sha256=_sha(archive.read_bytes()), progress=False)   # the user pins it
     assert data.load_category(out, "widget").test.labels.sum() == 1
+    assert data.pinned_hash("tiny", tmp_path) == _sha(archive.read_bytes())
+    assert data.fetch(info, tmp_path, progress=False) == out                 # later plain fetches use the pin
+
+
+def test_a_pinned_hash_takes_precedence_over_the_published_one(server, tree, tmp_path):
+    blob = _pack(tree, "tar")
+    server.files["tiny.tar"] = blob
+    info = _info(f"{server.url}/tiny.tar", "tiny.tar", "0" * 64)     # the published hash does not match the file
+    with pytest.raises(HashMismatchError, match="--sha256 " + _sha(blob)):
+        data.fetch(info, tmp_path, progress=False)
+    out = data.fetch(info, tmp_path, sha256=_sha(blob), progress=False)
+    with pytest.warns(UserWarning, match="pinned"):
+        assert data.fetch(info, tmp_path, progress=False) == out
 
 
 def test_offline_message_then_a_dropped_archive_is_verified_and_extracted(tree, tmp_path):
@@ -309,7 +322,35 @@ def _huge_tar(path: Path) -> Path:
     return path
 
 
+def _huge_zip(path: Path) -> Path:
+    """20 one-byte members whose central directory declares 4 GB each (80 GB in all)."""
+    with zipfile.ZipFile(path, "w") as z:
+        for i in range(20):
+            z.writestr(f"f{i}.bin", b"x")
+    blob = bytearray(path.read_bytes())
+    at = blob.find(b"PK\x01\x02")
+    while at >= 0:                                      # uncompressed size: offset 24 of a central header
+        blob[at + 24:at + 28] = (0xFFFFFFF0).to_bytes(4, "little")
+        at = blob.find(b"PK\x01\x02", at + 4)
+    path.write_bytes(bytes(blob))
+    return path
+
+
+def _secret(t: Path) -> Path:
+    (t / "secret.txt").write_bytes(b"secret")      # what a hostile archive would copy out of the user's files
+    return t
+
+
 MALICIOUS = {
+    # d/u -> .. is harmless alone (it is the target itself); the hard link goes through it twice and climbs out
+    "tar hard link through a symlink": lambda p, t: _secret(t) and _tar_with(
+        p, _ti("d/f.txt", payload=b"fine"), _ti("d/u", tarfile.SYMTYPE, link=".."),
+        _ti("h", tarfile.LNKTYPE, link="d/u/d/u/../../secret.txt")),
+    # a -> b/../secret.txt is inside while b does not exist; b -> d/u (the target) then makes a lead outside
+    "tar symlink chain": lambda p, t: _secret(t) and _tar_with(
+        p, _ti("d/f.txt", payload=b"fine"), _ti("d/u", tarfile.SYMTYPE, link=".."),
+        _ti("a", tarfile.SYMTYPE, link="b/../secret.txt"), _ti("b", tarfile.SYMTYPE, link="d/u")),
+    "zip huge declared size": lambda p, t: _huge_zip(p),
     "tar traversal": lambda p, t: _tar_with(p, _ti("ok.txt", payload=b"fine"), _ti("../evil.txt")),
     "tar absolute path": lambda p, t: _tar_with(p, _ti(str(t / "abs_evil.txt"))),
     "tar symlink escape": lambda p, t: _tar_with(p, _ti("link", tarfile.SYMTYPE, link="../../outside"),
@@ -338,6 +379,18 @@ def test_malicious_archives_are_refused_and_write_nothing(tmp_path, case):
     with pytest.raises(UnsafeArchiveError, match="refusing"):
         data.safe_extract(archive, target)
     assert _snapshot(tmp_path) == before          # no target, no temporary folder, nothing outside
+
+
+def test_a_malicious_archive_served_over_http_is_refused_by_fetch(server, tmp_path):
+    archive = MALICIOUS["tar symlink chain"](tmp_path / "bad.tar", tmp_path)
+    server.files["bad.tar"] = blob = archive.read_bytes()
+    archive.unlink()
+    before = _snapshot(tmp_path)
+    with pytest.raises(UnsafeArchiveError, match="refusing"):
+        data.fetch(_info(f"{server.url}/bad.tar", "bad.tar", _sha(blob)), tmp_path / "ds", progress=False)
+    # only the verified download is left; no raw/ folder, nothing elsewhere
+    assert _snapshot(tmp_path) - before == {Path(p) for p in ("ds", "ds/tiny", "ds/tiny/downloads",
+                                                              "ds/tiny/downloads/bad.tar")}
 
 
 @pytest.mark.parametrize("kind", ["tar.gz", "tar.xz", "zip"])
