@@ -27,7 +27,7 @@ import torch
 from .checks import check_int
 from .device import synchronize
 
-__all__ = ["Stopwatch", "throughput"]
+__all__ = ["Stopwatch", "throughput", "matmul_ceiling"]
 
 
 class Stopwatch:
@@ -92,3 +92,15 @@ def throughput(fn: Callable[[], Any], n_images: int, warmup: int = 2, repeats: i
             fn()
     seconds = statistics.median(clock.laps)
     return {"seconds": seconds, "images_per_s": n_images / seconds, "times": list(clock.laps)}
+
+
+def matmul_ceiling(device: str | torch.device | None = None, dtype: torch.dtype = torch.bfloat16, n: int = 8192,
+                   repeats: int = 10) -> float:
+    """TFLOP/s of an n×n×n matrix product on ``device`` (2n³ FLOPs over the median of ``repeats`` timed products of
+    random data, 3 untimed first): the ceiling a benchmark reports its fraction of (measured, not a datasheet's)."""
+    n, repeats = check_int("n", n, 1), check_int("repeats", repeats, 1)
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(n, n, generator=g).to(device=device, dtype=dtype)
+    b = torch.randn(n, n, generator=g).to(device=device, dtype=dtype)
+    r = throughput(lambda: a @ b, 1, warmup=3, repeats=repeats, device=device)
+    return 2 * n ** 3 / r["seconds"] / 1e12

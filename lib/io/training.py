@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import math
 import os
+import statistics
 import sys
 import time
 import warnings
@@ -105,6 +106,7 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.step, self.steps = 0, 0
         self.history: dict[str, list[float]] = {}
+        self.step_seconds: list[float] = []   # wall time of each step this process ran (the loss read back syncs it)
 
     def _pick(self, device) -> torch.device:
         if self.shard.world == 1:
@@ -153,7 +155,7 @@ class Trainer:
             m.train()
         end = steps if stop_after is None else min(steps, self.step + stop_after)
         bar = tqdm(total=steps, initial=self.step, desc=self.desc, disable=not self.progress)
-        t0 = time.perf_counter()
+        t0 = t_prev = time.perf_counter()
         while self.step < end:
             losses = loss_fn(nets, self.shard)
             names = list(losses)
@@ -175,20 +177,34 @@ class Trainer:
             if after_step is not None:
                 after_step()
             self.step += 1
+            now = time.perf_counter()
+            self.step_seconds.append(now - t_prev)
+            t_prev = now
             for k, v in zip(names, values):
                 self.history.setdefault(k, []).append(v)
             bar.update(1)
             bar.set_postfix({k: f"{sum(v[-50:]) / len(v[-50:]):.4f}" for k, v in self.history.items()})
             if self.out is not None and (self.step % (ckpt_every or steps) == 0 or self.step == end):
                 self._save({**modules, **keep}, opt)
+                t_prev = time.perf_counter()          # a state save is not a training step
         bar.close()
         for m in modules.values():
             m.eval()
         self.accelerator.wait_for_everyone()
         if self.progress:
+            sps = self.seconds_per_step
             print(f"trained to step {self.step}/{steps} in {time.perf_counter() - t0:.1f} s"
+                  + (f" ({sps:.3g} s/step)" if sps is not None else "")
                   + (f" -> {self.out}" if self.out is not None else ""))
         return self.history
+
+    def _timing(self) -> dict:
+        """The manifest's ``seconds_per_step`` (this process's median, see :attr:`seconds_per_step`) and how many
+        steps it is measured over; empty when this process ran no step (a resumed, finished run)."""
+        sps = self.seconds_per_step
+        if sps is None:
+            return {}
+        return {"seconds_per_step": round(sps, 4), "timed_steps": max(1, len(self.step_seconds) - 1)}
 
     def _save(self, modules: dict[str, torch.nn.Module], opt) -> None:
         if not self.main:
@@ -199,6 +215,13 @@ class Trainer:
                      "data_fingerprint": self.data_fingerprint}, self.out)
         write_manifest(self.out, **self.manifest_args(),
                        extra={"step": self.step, "final": self.step >= self.steps, **self.extra})
+
+    @property
+    def seconds_per_step(self) -> float | None:
+        """The median wall time of the steps this process ran, the first one left out when there are more (it
+        includes warm-up such as cuDNN's autotuning); None before any step."""
+        times = self.step_seconds[1:] or self.step_seconds
+        return statistics.median(times) if times else None
 
     @property
     def done(self) -> bool:
@@ -216,7 +239,7 @@ class Trainer:
             export_checkpoint(path, kind, contents, command=self.command, seed=self.cfg.seed,
                               data_fingerprint=self.data_fingerprint,
                               extra={"step": self.step, "final": True, **self.extra, "weights": weights,
-                                     "device": device_label(self.device), **(extra or {})})
+                                     "device": device_label(self.device), **self._timing(), **(extra or {})})
         self.accelerator.wait_for_everyone()
         return Path(path)
 

@@ -54,12 +54,13 @@ from ..data.labels import Box, boxes_to_mask
 from ..data.mura import DefectSet, defect_set, embedded_mura, split_defect_set
 from ..io.checkpoints import CheckpointKind, checkpoint_path, half_precision, open_checkpoint, register_kind
 from ..io.cli import add_config_arguments, add_training_arguments, cli_main, command_line, config_argv, config_from_args
-from ..io.training import Trainer, find_or_train, training_time
+from ..io.training import Trainer, TrainingCommand, find_or_run, training_time
 from . import ddpm
 
 __all__ = ["MaskedConfig", "q_sample_masked", "masked_loss", "condition", "FeatureBank", "FeatureBankError",
            "bank_path", "train_masked", "load_masked", "MaskedDDPM", "generate_in_boxes", "Inpainted", "defect_crops",
-           "PROFILES", "checkpoint_name", "pretrained", "pretrained_baseline", "training_set", "parser", "run", "main"]
+           "PROFILES", "BASELINE", "checkpoint_name", "training_command", "baseline_command", "pretrained",
+           "pretrained_baseline", "training_set", "parser", "run", "main"]
 
 MODULE = "lib.methods.masked_ddpm"
 N_COND = 2  # condition channels: context map (Algorithm 1 line 6), features (lines 8-16)
@@ -485,6 +486,7 @@ BASELINE: dict[str, ddpm.TrainConfig] = {
     "paper": ddpm.TrainConfig(preset="paper", image_size=256, steps=50_000, batch_size=16),
 }
 SECONDS_PER_STEP = {"quick": {"on one thread of a 2-core CPU": 0.63}}
+BASELINE_SECONDS_PER_STEP = {"quick": {"on one thread of a 2-core CPU": 0.32}}
 DATA_VERSION = 3   # the embedded MURA set's benchmark version
 
 
@@ -512,23 +514,49 @@ def _data_options(root: Path, category: str) -> tuple[list[str], list[str]]:
     return ["--data", shown, "--category", category], ["--data", str(root.resolve()), "--category", category]
 
 
+def training_command(profile: str = "quick", variant: str = "features", *, category: str = "display_panel",
+                     data_root: str | os.PathLike | None = None, seed: int = 0) -> TrainingCommand:
+    """The command that trains the masked DDPM of ``profile`` (:data:`PROFILES`) and ``variant`` ("features" or
+    "blur") on ``data_root``'s ``category`` (None: the embedded MURA set), with the training ``seed``."""
+    from .. import data as kit_data
+
+    name = checkpoint_name(profile, variant, check_int("seed", seed, 0), category)
+    cfg = replace(PROFILES[profile], seed=seed, features=variant == "features")
+    root = Path(data_root) if data_root is not None else embedded_mura(cfg.image_size, version=DATA_VERSION)
+    shown_data, run_data = _data_options(root, category)
+    options = config_argv(cfg, always=("image_size", "steps")) + ["--export-half", "--name", name]
+    return TrainingCommand(name, MODULE, command_line(MODULE, shown_data + options), run_data + options, asdict(cfg),
+                           kit_data.fingerprint(root / category),
+                           training_time(cfg.steps, SECONDS_PER_STEP.get(profile, {})))
+
+
+def baseline_command(profile: str = "quick", *, category: str = "display_panel",
+                     data_root: str | os.PathLike | None = None, seed: int = 0) -> TrainingCommand:
+    """The command that trains the §3.1 baseline of ``profile`` (:data:`BASELINE`): an unconditional DDPM on crops
+    around the masked DDPM's training defects; arguments as :func:`training_command`."""
+    from .. import data as kit_data
+
+    base = replace(BASELINE[check_choice("profile", profile, list(BASELINE))], seed=check_int("seed", seed, 0))
+    name = f"ddpm_{base.preset}_mura_crops{base.image_size}" + (f"_seed{seed}" if seed else "")
+    masked = PROFILES[profile]
+    root = Path(data_root) if data_root is not None else embedded_mura(masked.image_size, version=DATA_VERSION)
+    shown_data, run_data = _data_options(root, category)
+    options = (["--baseline"] + config_argv(base, always=("image_size", "steps")) +
+               ["--n-train", str(masked.n_train), "--export-half", "--name", name])
+    return TrainingCommand(name, MODULE, command_line(MODULE, shown_data + options), run_data + options, asdict(base),
+                           kit_data.fingerprint(root / category),
+                           training_time(base.steps, BASELINE_SECONDS_PER_STEP.get(profile, {})))
+
+
 def pretrained(profile: str = "quick", variant: str = "features", *, category: str = "display_panel",
                data_root: str | os.PathLike | None = None, seed: int = 0, retrain: bool = False,
                device: str | torch.device | None = "auto") -> MaskedDDPM:
     """The committed masked DDPM (``variant`` "features": Algorithm 1's feature-aware conditioning; "blur": the
     blur-conditioned model of Table 2's first row) with its feature bank; trained first when ``retrain``. A missing
     checkpoint raises ``FileNotFoundError`` with the command that trains it."""
-    name = checkpoint_name(profile, variant, check_int("seed", seed, 0), category)
-    cfg = replace(PROFILES[profile], seed=seed, features=variant == "features")
-    root = Path(data_root) if data_root is not None else embedded_mura(cfg.image_size, version=DATA_VERSION)
-    shown_data, run_data = _data_options(root, category)
-    options = config_argv(cfg, always=("image_size", "steps")) + ["--export-half", "--name", name]
-    shown = command_line(MODULE, shown_data + options)
-    from .. import data as kit_data
-    path = find_or_train(checkpoint_path(CHECKPOINTS, name), retrain=retrain, command=shown,
-                         train=lambda: run(parser().parse_args(run_data + options), command=shown, device=device),
-                         cost=training_time(cfg.steps, SECONDS_PER_STEP.get(profile, {})),
-                         expected_config=asdict(cfg), data_fingerprint=kit_data.fingerprint(root / category))
+    tc = training_command(profile, variant, category=category, data_root=data_root, seed=seed)
+    path = find_or_run(checkpoint_path(CHECKPOINTS, tc.name), tc, retrain=retrain,
+                       train=lambda: run(parser().parse_args(tc.argv), command=tc.shown, device=device))
     return load_masked(path, device=pick_device(device))
 
 
@@ -537,20 +565,10 @@ def pretrained_baseline(profile: str = "quick", *, category: str = "display_pane
                         device: str | torch.device | None = "auto") -> ddpm.DDPMModel:
     """The committed §3.1 baseline: an unconditional DDPM on crops around the training defects (a
     :class:`lib.methods.ddpm.DDPMModel`)."""
-    base = replace(BASELINE[check_choice("profile", profile, list(BASELINE))], seed=check_int("seed", seed, 0))
-    name = f"ddpm_{base.preset}_mura_crops{base.image_size}" + (f"_seed{seed}" if seed else "")
-    masked = PROFILES[profile]
-    root = Path(data_root) if data_root is not None else embedded_mura(masked.image_size, version=DATA_VERSION)
-    shown_data, run_data = _data_options(root, category)
-    options = (["--baseline"] + config_argv(base, always=("image_size", "steps")) +
-               ["--n-train", str(masked.n_train), "--export-half", "--name", name])
-    shown = command_line(MODULE, shown_data + options)
-    from .. import data as kit_data
-    path = find_or_train(checkpoint_path(CHECKPOINTS, name), retrain=retrain, command=shown,
-                         train=lambda: run(parser().parse_args(run_data + options), command=shown, device=device),
-                         cost=training_time(base.steps, {"on one thread of a 2-core CPU": 0.32}),
-                         expected_config=asdict(base), data_fingerprint=kit_data.fingerprint(root / category),
-                         config_defaults=asdict(ddpm.TrainConfig()))
+    tc = baseline_command(profile, category=category, data_root=data_root, seed=seed)
+    path = find_or_run(checkpoint_path(CHECKPOINTS, tc.name), tc, retrain=retrain,
+                       train=lambda: run(parser().parse_args(tc.argv), command=tc.shown, device=device),
+                       config_defaults=asdict(ddpm.TrainConfig()))
     return ddpm.load_ddpm(path, device=pick_device(device))
 
 

@@ -35,6 +35,7 @@ import argparse
 import json
 import math
 import sys
+from datetime import date
 from pathlib import Path
 from typing import Callable
 
@@ -49,7 +50,7 @@ from ..core.device import device_label, pick_device
 from ..core.flops import count_flops
 from ..core.metrics import image_auroc, pixel_auroc
 from ..core import nets
-from ..core.timing import throughput
+from ..core.timing import matmul_ceiling, throughput
 
 
 def make_pipeline(unet: torch.nn.Module, seg: torch.nn.Module, diffusion: Diffusion, t_s: int = 200,
@@ -147,6 +148,10 @@ def bench_diffusionad(args: argparse.Namespace) -> tuple[list[dict], dict]:
           f"{flops['seg_forward'] / 1e12:.4f} T = {flops['image'] / 1e12:.4f} TFLOP", flush=True)
     warm, reps = (args.warmup, args.repeats) if gpu else (1, 3)
     H = W = args.image_size
+    half = getattr(torch, args.half)
+    ceiling = (matmul_ceiling(device, half) if gpu else matmul_ceiling(device, torch.float32, n=1024, repeats=3))
+    print(f"measured ceiling: {ceiling:.1f} TFLOP/s ({'8192³ ' + args.half if gpu else '1024³ float32'} matrix "
+          "product, random data)", flush=True)
 
     # ---- correctness data: the embedded test split, one noise draw per image (shared by all paths)
     x_eval, masks, labels = _eval_set(args)
@@ -192,12 +197,15 @@ def bench_diffusionad(args: argparse.Namespace) -> tuple[list[dict], dict]:
         ms = 1000 * r["seconds"]
         row = {"path": name, "batch": batch, "images_per_s": r["images_per_s"],
                "TFLOP_per_s": r["images_per_s"] * per_image / 1e12,
+               "fraction_of_ceiling": r["images_per_s"] * per_image / 1e12 / ceiling,
                "latency_ms": ms if batch == 1 else float("nan"),
                "ms_per_call": ms, "first_call_s": first,
                "peak_GiB": torch.cuda.max_memory_allocated() / 2**30 if gpu else float("nan")}
         if check is not None:
             row.update(check)
         rows.append(row)
+        if args.json:            # the rows so far: a run stopped by a time limit keeps them
+            Path(args.json).write_text(json.dumps({"rows": rows}, indent=1))
         print(f"  {name:58s} batch {batch:4d}: {r['images_per_s']:9.2f} img/s, "
               f"{ms:9.2f} ms/call (first call {first:.1f} s)", flush=True)
         return row
@@ -217,7 +225,7 @@ def bench_diffusionad(args: argparse.Namespace) -> tuple[list[dict], dict]:
     base = record("eager fp32, 2 UNet calls (paper setting)", ref, 1, ref_check)
     one = make_pipeline(unet32, seg32, diffusion, one_call=True)
     record("eager fp32, 1 batched UNet call", one, 1, check(one, 1, False))
-    dtype = torch.bfloat16 if (gpu or args.cpu_bf16) else None
+    dtype = half if (gpu or args.cpu_bf16) else None
     if gpu:
         torch.backends.cudnn.benchmark = True
     import torch._inductor.config as inductor_config
@@ -232,12 +240,13 @@ def bench_diffusionad(args: argparse.Namespace) -> tuple[list[dict], dict]:
         unet_cl = copy.deepcopy(unet32).to(dtype=dtype, memory_format=torch.channels_last)
         seg_cl = copy.deepcopy(seg32).to(dtype=dtype, memory_format=torch.channels_last)
         fast = make_pipeline(unet_cl, seg_cl, diffusion, one_call=True, model_dtype=dtype)
-        tag = "bf16 weights, channels-last" + (", frozen" if args.freeze else "")
+        tag = f"{_short(dtype)} weights, channels-last" + (", frozen" if args.freeze else "")
     else:
         unet_cl = unet32.to(memory_format=torch.channels_last)
         seg_cl = seg32.to(memory_format=torch.channels_last)
         fast = make_pipeline(unet_cl, seg_cl, diffusion, one_call=True, dtype=dtype)
-        tag = ("bf16 autocast" if dtype is not None else "fp32") + ", channels-last" + (", frozen" if args.freeze else "")
+        tag = (f"{_short(dtype)} autocast" if dtype is not None else "fp32") + ", channels-last" + \
+            (", frozen" if args.freeze else "")
     if args.coordinate_descent:
         tag += ", coordinate-descent tuning"
     def guarded(name: str, fn: Pipeline, batch: int) -> None:
@@ -299,7 +308,12 @@ def bench_diffusionad(args: argparse.Namespace) -> tuple[list[dict], dict]:
     return rows, {"device": device_label(device), "weights": weights,
                   "preset": args.preset, "seg_preset": args.seg_preset, "image_size": args.image_size,
                   "unet_params": nets.count_parameters(unet32), "seg_params": nets.count_parameters(seg32),
-                  "tflop_per_image": flops["image"] / 1e12, "torch": torch.__version__}
+                  "tflop_per_image": flops["image"] / 1e12, "torch": torch.__version__,
+                  "ceiling_TFLOP_per_s": ceiling, "ceiling_of": f"{args.half} matrix product" if gpu else "float32"}
+
+
+def _short(dtype: torch.dtype) -> str:
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, str(dtype).replace("torch.", ""))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -323,8 +337,10 @@ def main(argv: list[str] | None = None) -> None:
                    "keeps every activation: 64+ images at 256² exceed 80 GB)")
     p.add_argument("--no-compile", dest="compile", action="store_false")
     p.add_argument("--cpu-bf16", action="store_true", help="use bf16 autocast on CPU too")
-    p.add_argument("--pure-bf16", action="store_true", help="fast path: cast the networks' weights to bf16 "
-                   "instead of autocast (GroupNorm and BatchNorm then run in bf16 too)")
+    p.add_argument("--half", choices=["bfloat16", "float16"], default="bfloat16", help="the fast path's half "
+                   "precision (default bfloat16; float16 has more mantissa, less range)")
+    p.add_argument("--pure-bf16", action="store_true", help="fast path: cast the networks' weights to --half "
+                   "instead of autocast (GroupNorm and BatchNorm then run in half precision too)")
     p.add_argument("--freeze", action="store_true", help="torch._inductor.config.freezing: constant-fold the "
                    "weights into the compiled graph")
     p.add_argument("--compile-mode", default="default", choices=["default", "max-autotune-no-cudagraphs",
@@ -355,10 +371,12 @@ def main(argv: list[str] | None = None) -> None:
     cap = (f"DiffusionAD norm-guided inference on {meta['device']} ({meta['preset']} UNet "
            f"{meta['unet_params'] / 1e6:.1f} M params, {meta['seg_preset']} seg net "
            f"{meta['seg_params'] / 1e6:.1f} M, {meta['image_size']}², {meta['tflop_per_image']:.3f} TFLOP "
-           f"per image, {meta['weights']}; torch {meta['torch']}). "
+           f"per image, {meta['weights']}; torch {meta['torch']}, {date.today()}; measured ceiling {meta['ceiling_TFLOP_per_s']:.3g} "
+           f"TFLOP/s, {meta['ceiling_of']}). "
            "AUROC columns compare the paths on the embedded benchmark only (synthetic data; random weights "
            "make the AUROC itself meaningless).")
-    suffix = ("_purebf16" if a.pure_bf16 else "") + ("_frozen" if a.freeze else "") + \
+    half = "fp16" if a.half == "float16" else "bf16"
+    suffix = (f"_pure{half}" if a.pure_bf16 else ("_fp16" if half == "fp16" else "")) + ("_frozen" if a.freeze else "") + \
         ("_cdt" if a.coordinate_descent else "") + \
         ("" if a.compile_mode == "default" else "_" + a.compile_mode.replace("-", ""))
     save_table(df, f"bench_diffusionad_{dev}_{meta['preset']}{meta['image_size']}{suffix}", cap, timing=True)
@@ -366,7 +384,7 @@ def main(argv: list[str] | None = None) -> None:
         Path(a.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     print()
     print(cap)
-    cols = ["path", "batch", "images_per_s", "latency_ms", "TFLOP_per_s", "speedup_vs_paper_setting", "unet_forwards_per_s", "max_abs_map_diff",
+    cols = ["path", "batch", "images_per_s", "latency_ms", "TFLOP_per_s", "fraction_of_ceiling", "speedup_vs_paper_setting", "unet_forwards_per_s", "max_abs_map_diff",
             "image_AUROC", "pixel_AUROC", "peak_GiB"]
     print(df[[c for c in cols if c in df]].to_markdown(index=False, floatfmt=".4g"))
 

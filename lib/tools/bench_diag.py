@@ -27,6 +27,7 @@ import argparse
 import json
 import sys
 import time
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -39,16 +40,32 @@ from ..methods import diag as DG
 __all__ = ["sdxl_inpaint_random", "bench_diag", "main"]
 
 
-def sdxl_inpaint_random(dtype: torch.dtype = torch.float16, seed: int = 0):
+def sdxl_inpaint_random(dtype: torch.dtype = torch.float16, seed: int = 0, device: str | torch.device = "cpu"):
     """``StableDiffusionXLInpaintPipeline`` with SDXL 1.0 inpainting's architecture (UNet 2.6 G parameters, 9 input
-    channels; VAE; CLIP ViT-L and OpenCLIP ViT-bigG text encoders) and random weights, built in code (no download);
-    the tokenizers are the kit's offline ASCII tokenizer."""
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLInpaintPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+    channels; VAE; CLIP ViT-L and OpenCLIP ViT-bigG text encoders) and random weights initialised on ``device``, built
+    in code (no download); the tokenizers are the kit's offline ASCII tokenizer."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLInpaintPipeline
 
     from ..io.pretrained import tiny_clip_tokenizer
 
     torch.manual_seed(seed)
+    with torch.device(device):
+        unet, vae, te1, te2 = _sdxl_networks()
+    tok = tiny_clip_tokenizer()
+    sched = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
+                                   timestep_spacing="leading")
+    pipe = StableDiffusionXLInpaintPipeline(vae=vae, text_encoder=te1, tokenizer=tok, text_encoder_2=te2,
+                                            tokenizer_2=tok, unet=unet, scheduler=sched,
+                                            requires_aesthetics_score=False, force_zeros_for_empty_prompt=True)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(dtype=dtype)
+
+
+def _sdxl_networks():
+    """SDXL 1.0 inpainting's UNet, VAE and both text encoders from their published configs, randomly initialised."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
     unet = UNet2DConditionModel(
         sample_size=128, in_channels=9, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280),
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
@@ -59,7 +76,6 @@ def sdxl_inpaint_random(dtype: torch.dtype = torch.float16, seed: int = 0):
                         block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
                         up_block_types=("UpDecoderBlock2D",) * 4, sample_size=1024, scaling_factor=0.13025,
                         force_upcast=True)
-    tok = tiny_clip_tokenizer()
     te1 = CLIPTextModel(CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_attention_heads=12,
                                        num_hidden_layers=12, vocab_size=49408, hidden_act="quick_gelu",
                                        projection_dim=768, bos_token_id=0, eos_token_id=1, pad_token_id=1))
@@ -67,13 +83,7 @@ def sdxl_inpaint_random(dtype: torch.dtype = torch.float16, seed: int = 0):
                                                      num_hidden_layers=32, vocab_size=49408, hidden_act="gelu",
                                                      projection_dim=1280, bos_token_id=0, eos_token_id=1,
                                                      pad_token_id=1))
-    sched = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
-                                   timestep_spacing="leading")
-    pipe = StableDiffusionXLInpaintPipeline(vae=vae, text_encoder=te1, tokenizer=tok, text_encoder_2=te2,
-                                            tokenizer_2=tok, unet=unet, scheduler=sched,
-                                            requires_aesthetics_score=False, force_zeros_for_empty_prompt=True)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe.to(dtype=dtype)
+    return unet, vae, te1, te2
 
 
 def _inputs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -119,7 +129,8 @@ def bench_diag(a: argparse.Namespace) -> tuple[list[dict], dict]:
         pipe = DG.load_sdxl_inpaint(a.weights, device=device, dtype=a.dtype)
         weights = f"weights {a.weights}"
     elif a.arch == "full":
-        pipe, weights = sdxl_inpaint_random(dtype).to(device), "random weights (SDXL architecture)"
+        pipe = sdxl_inpaint_random(dtype, device=device).to(device)      # initialised on the GPU: seconds, not minutes
+        weights = "random weights (SDXL architecture)"
     else:
         pipe, weights = DG.tiny_sdxl_inpaint(seed=a.seed).to(device=device, dtype=dtype), "random weights (tiny)"
     settings = DG.PaperSettings(num_inference_steps=a.steps, size=a.size)
@@ -216,7 +227,7 @@ def main(argv: list[str] | None = None) -> None:
     df = pd.DataFrame(rows)
     cap = (f"DIAG SDXL inpainting on {meta['device']} ({meta['weights']}, UNet {meta['unet_params'] / 1e6:.0f} M "
            f"params, {meta['dtype']}, {meta['size']}², {meta['steps']} steps, guidance 20, padding_mask_crop 2, "
-           f"{meta['images']} images per timed call; torch {meta['torch']}). Target: ≤ 0.8 s per 1024² image on one "
+           f"{meta['images']} images per timed call; torch {meta['torch']}, {date.today()}). Target: ≤ 0.8 s per 1024² image on one "
            "H100/H200.")
     name = f"bench_diag_{'gpu' if gpu else 'cpu'}_{a.arch}{meta['size']}_{meta['dtype']}"
     save_table(df, name, cap, timing=True)

@@ -146,3 +146,11 @@ def test_find_or_train_explains_a_missing_checkpoint(tmp_path):
         find_or_train(tmp_path / "x.pt", retrain=False, train=lambda: None, command="python -m lib.methods.ddpm --name x",
                       cost=cost)
     assert training_time(10, {}) == "10 steps, a GPU job, not timed here"
+
+
+def test_the_export_records_the_measured_seconds_per_step(tmp_path):
+    """The trainer times every step; the export's manifest keeps the median after the first (the warm-up step)."""
+    x, cfg = _images(), TrainConfig(**CFG)
+    train_ddpm(x, cfg, tmp_path / "s.pt", export=tmp_path / "e.pt", device="cpu", progress=False)
+    m = read_manifest(tmp_path / "e.pt")
+    assert m["seconds_per_step"] > 0 and m["timed_steps"] == cfg.steps - 1

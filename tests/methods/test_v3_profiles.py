@@ -61,3 +61,16 @@ def test_training_commands_parse_with_the_methods_command_lines_and_rebuild_the_
     assert ma.ddpm.name == "ddpm_lean_sigmoid_shared64.pt" and ma.ddpm.is_absolute() and ma.category == "pill"
     assert m.shown.startswith("python -m lib.methods.learned_map --data data/embedded/v3_size64_seed0 --ddpm "
                               "data/checkpoints/ddpm_lean_sigmoid_shared64.pt --category pill")
+
+
+def test_masked_ddpm_commands_are_the_ones_the_committed_checkpoints_record():
+    """notebook 02's generators and baseline: the command, data and config each committed manifest records."""
+    from lib.io.checkpoints import read_manifest
+    from lib.core.paths import CHECKPOINTS
+    from lib.methods import masked_ddpm as MD
+
+    for tc in (MD.training_command("quick", "features"), MD.training_command("quick", "blur"),
+               MD.baseline_command("quick")):
+        m = read_manifest(CHECKPOINTS / f"{tc.name}.pt")
+        assert (m["command"], m["data_fingerprint"]) == (tc.shown, tc.fingerprint)
+        assert {k: v for k, v in tc.config.items() if k in m["config"]} == m["config"]

@@ -69,3 +69,25 @@ def test_diag_bench_runs_on_the_tiny_pipeline(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "fig" / "tables" / "timing" / "bench_diag_cpu_tiny64_float32.md").exists()
     with pytest.raises(SystemExit):
         main(["diag", "--images", "3", "--batches", "2"])                        # not a multiple: usage error
+
+
+def test_diffusionad_bench_reports_the_fraction_of_a_measured_ceiling(tmp_path, monkeypatch):
+    """``python -m lib.bench diffusionad`` on CPU (tiny nets, no compile): every row carries TFLOP/s and its fraction of
+    the matrix-product ceiling measured in the same run; --half float16 names the table."""
+    import json
+
+    from lib.core.timing import matmul_ceiling
+    from lib.tools.bench import main
+
+    assert matmul_ceiling("cpu", torch.float32, n=256, repeats=2) > 0
+    monkeypatch.setenv("KIT_FIGURES_DIR", str(tmp_path / "fig"))
+    out = tmp_path / "rows.json"
+    main(["diffusionad", "--device", "cpu", "--preset", "tiny", "--seg-preset", "tiny", "--image-size", "32",
+          "--batches", "2", "--eager-batch", "2", "--no-compile", "--cpu-bf16", "--half", "float16", "--pure-bf16",
+          "--json", str(out)])
+    got = json.loads(out.read_text())
+    assert got["meta"]["ceiling_TFLOP_per_s"] > 0
+    for r in got["rows"]:
+        assert r["fraction_of_ceiling"] == pytest.approx(r["TFLOP_per_s"] / got["meta"]["ceiling_TFLOP_per_s"])
+    assert got["rows"][-1]["path"].startswith("eager fp16 weights") and got["rows"][-1]["max_abs_map_diff"] < 0.1
+    assert (tmp_path / "fig" / "tables" / "timing" / "bench_diffusionad_cpu_tiny32_purefp16.md").exists()
