@@ -3,9 +3,10 @@
 # GPU for issue 14 — not yet run: no GPU was lent when it was written (2026-12-03). Every step has its own time
 # limit so the call ends inside 10 minutes and whatever finished comes back under $OUT.
 #
-#   device run, carry ["build/whl"] (wheels of diffusers, transformers, tokenizers, torchsde and what the image
-#   lacks):  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-#       --target /tmp/site build/whl/*.whl && export PYTHONPATH=/tmp/site:$PWD && bash scripts/device_bench_diag.sh
+#   here, once: bash scripts/device_wheels.sh; then device run, carry [".whl"]:
+#       python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+#         .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD && bash scripts/device_bench_diag.sh
+# (issue 16's first call is scripts/device_gpu_pass.sh; this one is a deeper dive at batches 8 and 16)
 #
 # A dry run on a CPU: BENCH_ARGS="--device cpu --size 64 --steps 2 --images 2 --batches 2"
 #

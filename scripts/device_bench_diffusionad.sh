@@ -4,9 +4,10 @@
 # written (2026-11-23). Every step has its own time limit so the call ends inside 10 minutes and
 # whatever finished comes back under $OUT.
 #
-#   device run, carry [".whl"]:  python3 -m pip install -q --no-index --no-deps --no-compile \
-#       --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD \
-#       && bash scripts/device_bench_diffusionad.sh
+#   here, once: bash scripts/device_wheels.sh (issue 16's first call is scripts/device_gpu_pass.sh; this plan is the
+#   deeper dive: breakdown, coordinate descent, max-autotune); then device run, carry [".whl"]:
+#       python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+#         .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD && bash scripts/device_bench_diffusionad.sh
 #
 # A dry run on a CPU: BENCH_ARGS="--device cpu --preset small --seg-preset tiny --image-size 64"
 #

@@ -15,7 +15,7 @@
 # Steps, each with its own time limit so the call ends inside 10 minutes and whatever finished comes back:
 #   0. in the background on the CPUs: the embedded data the later steps read (~1 min; the GPU is not idle meanwhile);
 #   1. DIAG's SDXL inpainting, random weights of the real architecture, 1024², 30 steps, guidance 20, fp16: DIAG's
-#      one-image call vs the kit's batch of 4, eager and torch.compile (target ≤ 0.8 s per image);
+#      one-image call vs the kit's batch of 4, eager (fp16, and bf16) and torch.compile (target ≤ 0.8 s per image);
 #   2. DiffusionAD's norm-guided inference, paper UNet at 256², bf16 weights, channels-last, inductor freezing:
 #      batch 1 with CUDA graphs (latency, target ≤ 15 ms) and batch 128 compiled (target ≥ 300 images/s), each checked
 #      against the fp32 path (max |Δ| of the maps, AUROC), with TFLOP/s and the fraction of the measured bf16 ceiling;
@@ -32,12 +32,12 @@ mkdir -p "$LOGS"
 export KIT_FIGURES_DIR=/tmp/fig
 T0=$(date +%s)
 if [ "${DRY:-0}" = 1 ]; then
-  DIAG_ARGS="--device cpu --size 64 --steps 2 --images 2 --batches 2"
+  DIAG_ARGS="--device cpu --size 64 --steps 2 --images 2 --batches 2 --also-dtypes bfloat16"
   AD_ARGS="--device cpu --preset tiny --seg-preset tiny --image-size 32 --batches 2 --eager-batch 2"
   SMOKE_ARGS="--device cpu --image-scale 8 --batch-size 2 --preset tiny --sd-arch tiny --steps 2"
   PREP_ARGS="--image-scale 8"
 else
-  DIAG_ARGS="--images 4 --batches 4"
+  DIAG_ARGS="--images 4 --batches 4 --also-dtypes bfloat16"
   AD_ARGS="--batches 1,128 --eager-batch 8"
   SMOKE_ARGS=""
   PREP_ARGS=""
@@ -56,9 +56,9 @@ step() {  # step SECONDS NAME MODULE ARGS...: one run with its own limit; its lo
 
 python3 -m lib.tools.paper_smoke --prepare-data $PREP_ARGS > "$LOGS/prepare_data.log" 2>&1 &
 PREP=$!
-step 180 diag lib.bench diag $DIAG_ARGS --json "$OUT/diag.json"
+step 200 diag lib.bench diag $DIAG_ARGS --json "$OUT/diag.json"
 wait $PREP; echo "   data: exit $? at $(( $(date +%s) - T0 )) s" | tee -a "$OUT/summary.txt"
-step 230 diffusionad lib.bench diffusionad --pure-bf16 --freeze $AD_ARGS --json "$OUT/diffusionad.json"
+step 220 diffusionad lib.bench diffusionad --pure-bf16 --freeze $AD_ARGS --json "$OUT/diffusionad.json"
 step 150 paper_smoke lib.tools.paper_smoke $SMOKE_ARGS --json "$OUT/paper_smoke.json"
 tar cf "$OUT/tables.tar" -C /tmp/fig tables logs 2>/dev/null
 echo "total $(( $(date +%s) - T0 )) s" | tee -a "$OUT/summary.txt"

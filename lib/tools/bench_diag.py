@@ -10,6 +10,7 @@ prompt —, strength 0.99, ``padding_mask_crop`` 2, the mask crop resized to ``-
 * **DIAG's call**: one ``StableDiffusionXLInpaintPipeline`` call per image with PIL inputs, as the authors' code;
 * **kit, batch B**: :func:`lib.methods.diag.sdxl_inpaint_fn`, which does the pipeline's mask crop itself so that B
   images go through one call (the test suite checks it equals the one-image call);
+* **kit, batch B, <dtype>** (``--also-dtypes bfloat16``): the same eager call in another precision;
 * **kit, batch B, compiled**: the same with ``torch.compile`` on the UNet (default mode; the first call compiles and
   is not timed), and channels-last memory.
 
@@ -157,12 +158,18 @@ def bench_diag(a: argparse.Namespace) -> tuple[list[dict], dict]:
                                                if ref is not None else 0.0),
                      "peak_GiB": torch.cuda.max_memory_allocated(device) / 2 ** 30 if cuda else float("nan")})
         print(f"{name:40s} batch {batch:3d}: {rows[-1]['s_per_image']:.3f} s/image", file=sys.stderr)
+        if a.json:               # the rows so far: a run stopped by a time limit keeps them
+            Path(a.json).write_text(json.dumps({"rows": rows}, indent=1))
         return got
 
     ref = record("DIAG's call (one image per call)", _diag_call(pipe, settings), 1, None)
     kit = DG.sdxl_inpaint_fn(pipe, settings)
     for B in a.batches:
         record("kit, batched", kit, B, ref)
+    for other in a.also_dtypes:            # the same call in another precision (eager, the largest batch)
+        pipe.to(dtype=getattr(torch, other))
+        record(f"kit, batched, {other}", kit, a.batches[-1], ref)
+    pipe.to(dtype=dtype)
     if a.compile:
         pipe.unet.to(memory_format=torch.channels_last)
         pipe.unet = torch.compile(pipe.unet, mode=a.compile_mode)
@@ -191,6 +198,8 @@ def main(argv: list[str] | None = None) -> None:
                    "(default: full on a GPU, tiny on CPU)")
     p.add_argument("--dtype", choices=["float16", "bfloat16", "float32"], default=None,
                    help="default: float16 on a GPU (DIAG's), float32 on CPU")
+    p.add_argument("--also-dtypes", default="", help="comma-separated other precisions for an eager row of the kit's "
+                   "largest batch, e.g. bfloat16 (its max difference is to DIAG's call in --dtype)")
     p.add_argument("--size", type=int, default=None, help="working size (DIAG: 1024; default 1024 on a GPU, 128 on CPU)")
     p.add_argument("--steps", type=int, default=None, help="inference steps (DIAG: 30; default 30 on a GPU, 4 on CPU)")
     p.add_argument("--images", type=int, default=8, help="images per timed call (a multiple of every batch)")
@@ -206,6 +215,9 @@ def main(argv: list[str] | None = None) -> None:
         a.batches = sorted(int(b) for b in a.batches.split(","))
     except ValueError:
         p.error(f"--batches {a.batches!r}: give comma-separated integers, e.g. 4,8")
+    a.also_dtypes = [d for d in a.also_dtypes.split(",") if d]
+    if any(d not in ("float16", "bfloat16", "float32") for d in a.also_dtypes):
+        p.error(f"--also-dtypes {','.join(a.also_dtypes)!r}: choose among float16, bfloat16, float32")
     gpu = pick_device(a.device).type == "cuda"
     a.arch = a.arch or ("full" if gpu else "tiny")
     a.dtype = a.dtype or ("float16" if gpu else "float32")

@@ -62,9 +62,9 @@ def test_diag_bench_runs_on_the_tiny_pipeline(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("KIT_FIGURES_DIR", str(tmp_path / "fig"))
     out = tmp_path / "rows.json"
     main(["diag", "--device", "cpu", "--size", "64", "--steps", "2", "--images", "2", "--batches", "2",
-          "--no-compile", "--warmup", "0", "--json", str(out)])
+          "--no-compile", "--warmup", "0", "--also-dtypes", "bfloat16", "--json", str(out)])
     rows = json.loads(out.read_text())["rows"]
-    assert [r["path"] for r in rows] == ["DIAG's call (one image per call)", "kit, batched"]
+    assert [r["path"] for r in rows] == ["DIAG's call (one image per call)", "kit, batched", "kit, batched, bfloat16"]
     assert rows[1]["batch"] == 2 and rows[1]["max_diff_vs_diag_call"] <= 1      # the batch equals the one-image call
     assert (tmp_path / "fig" / "tables" / "timing" / "bench_diag_cpu_tiny64_float32.md").exists()
     with pytest.raises(SystemExit):
