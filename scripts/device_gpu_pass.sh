@@ -58,8 +58,8 @@ python3 -m lib.tools.paper_smoke --prepare-data $PREP_ARGS > "$LOGS/prepare_data
 PREP=$!
 step 200 diag lib.bench diag $DIAG_ARGS --json "$OUT/diag.json"
 wait $PREP; echo "   data: exit $? at $(( $(date +%s) - T0 )) s" | tee -a "$OUT/summary.txt"
-step 220 diffusionad lib.bench diffusionad --pure-bf16 --freeze $AD_ARGS --json "$OUT/diffusionad.json"
-step 150 paper_smoke lib.tools.paper_smoke $SMOKE_ARGS --json "$OUT/paper_smoke.json"
+step 210 diffusionad lib.bench diffusionad --pure-bf16 --freeze $AD_ARGS --json "$OUT/diffusionad.json"
+step 170 paper_smoke lib.tools.paper_smoke $SMOKE_ARGS --json "$OUT/paper_smoke.json"
 tar cf "$OUT/tables.tar" -C /tmp/fig tables logs 2>/dev/null
 echo "total $(( $(date +%s) - T0 )) s" | tee -a "$OUT/summary.txt"
 ls -la "$OUT"
