@@ -14,8 +14,7 @@
 #    at batch 4 and 8, eager and torch.compile (default mode) with channels-last;
 # 2. batch 16, eager, no warm-up, if time is left (DIAG's one-image row is timed again; the largest batch that fits
 #    decides the best rate).
-BENCH=diag
 source "$(dirname "$0")/device_bench_common.sh"
-step 420 sdxl_random_b4_b8 --images 8 --batches 4,8
-step 170 sdxl_random_b16 --images 16 --batches 16 --no-compile --warmup 0
+step 420 sdxl_random_b4_b8 lib.bench diag --json "$OUT/sdxl_random_b4_b8.json" --images 8 --batches 4,8
+step 170 sdxl_random_b16 lib.bench diag --json "$OUT/sdxl_random_b16.json" --images 16 --batches 16 --no-compile --warmup 0
 finish

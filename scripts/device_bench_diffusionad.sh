@@ -16,10 +16,9 @@
 # 2. the same with inductor's coordinate-descent tuning of the generated GroupNorm/pointwise kernels;
 # 3. max-autotune without CUDA graphs at batch 128 only (convolutions are 98 % of the FLOPs and
 #    stay on cuDNN unless Triton's templates win), cut off after its time limit.
-BENCH=diffusionad
 source "$(dirname "$0")/device_bench_common.sh"
-step 300 purebf16_frozen --pure-bf16 --freeze --batches 1,128 --breakdown
-step 120 purebf16_frozen_cdt --pure-bf16 --freeze --coordinate-descent --batches 128 --eager-batch 8
-step 120 purebf16_frozen_autotune --pure-bf16 --freeze --compile-mode max-autotune-no-cudagraphs \
+step 300 purebf16_frozen lib.bench diffusionad --json "$OUT/purebf16_frozen.json" --pure-bf16 --freeze --batches 1,128 --breakdown
+step 120 purebf16_frozen_cdt lib.bench diffusionad --json "$OUT/purebf16_frozen_cdt.json" --pure-bf16 --freeze --coordinate-descent --batches 128 --eager-batch 8
+step 120 purebf16_frozen_autotune lib.bench diffusionad --json "$OUT/purebf16_frozen_autotune.json" --pure-bf16 --freeze --compile-mode max-autotune-no-cudagraphs \
   --batches 128 --eager-batch 8
 finish

@@ -19,47 +19,29 @@
 #   2. DiffusionAD's norm-guided inference, paper UNet at 256², bf16 weights, channels-last, inductor freezing:
 #      batch 1 with CUDA graphs (latency, target ≤ 15 ms) and batch 128 compiled (target ≥ 300 images/s), each checked
 #      against the fp32 path (max |Δ| of the maps, AUROC), with TFLOP/s and the fraction of the measured bf16 ceiling;
-#   3. every notebook's paper profile: 3 training steps of each model at paper size, one generation / scoring pass,
+#   3. every notebook's paper profile: 5 training steps of each model at paper size, one generation / scoring pass,
 #      s/step, one epoch and the full training extrapolated (python -m lib.tools.paper_smoke).
 # Deeper dives for a later call: scripts/device_bench_diffusionad.sh (breakdown, coordinate descent, max-autotune)
 # and scripts/device_bench_diag.sh (batches 8 and 16).
-set -uo pipefail
-export PYTHONUNBUFFERED=1
-OUT=${OUT:-build/device_out}
-mkdir -p "$OUT"
-LOGS=/tmp/fig/logs
-mkdir -p "$LOGS"
-export KIT_FIGURES_DIR=/tmp/fig
-T0=$(date +%s)
 if [ "${DRY:-0}" = 1 ]; then
   DIAG_ARGS="--device cpu --size 64 --steps 2 --images 2 --batches 2 --also-dtypes bfloat16"
   AD_ARGS="--device cpu --preset tiny --seg-preset tiny --image-size 32 --batches 2 --eager-batch 2"
-  SMOKE_ARGS="--device cpu --image-scale 8 --batch-size 2 --preset tiny --sd-arch tiny --steps 2"
+  SMOKE_ARGS="--device cpu --image-scale 8 --batch-size 2 --preset tiny --sd-arch tiny --steps 3"
   PREP_ARGS="--image-scale 8"
 else
-  DIAG_ARGS="--images 4 --batches 4 --also-dtypes bfloat16"
+  DIAG_ARGS="--images 4 --batches 4 --also-dtypes bfloat16 --warmup 0"
   AD_ARGS="--batches 1,128 --eager-batch 8"
   SMOKE_ARGS=""
   PREP_ARGS=""
 fi
-{ nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,power.limit,driver_version --format=csv 2>&1
-  python3 -c "import torch, diffusers, transformers; print('torch', torch.__version__, '| diffusers', diffusers.__version__, '| transformers', transformers.__version__, '| cuda', torch.version.cuda)"
-  date -u; } | tee "$OUT/gpu.txt"
+source "$(dirname "$0")/device_bench_common.sh"
 
-step() {  # step SECONDS NAME MODULE ARGS...: one run with its own limit; its log (filtered) and JSON into place
-  local secs=$1 name=$2 module=$3; shift 3
-  echo "== $name (limit ${secs} s, at $(( $(date +%s) - T0 )) s)" | tee -a "$OUT/summary.txt"
-  timeout "$secs" python3 -m "$module" "$@" 2>&1 | tee "$LOGS/$name.log" \
-    | grep -v "it/s\]\|s/it\]\|^W1\|UserWarning\|FutureWarning\|kept in float32" | tail -25
-  echo "   $name: exit ${PIPESTATUS[0]} at $(( $(date +%s) - T0 )) s" | tee -a "$OUT/summary.txt"
-}
-
-python3 -m lib.tools.paper_smoke --prepare-data $PREP_ARGS > "$LOGS/prepare_data.log" 2>&1 &
+timeout 300 python3 -m lib.tools.paper_smoke --prepare-data $PREP_ARGS > /tmp/fig/logs/prepare_data.log 2>&1 &
 PREP=$!
 step 200 diag lib.bench diag $DIAG_ARGS --json "$OUT/diag.json"
-wait $PREP; echo "   data: exit $? at $(( $(date +%s) - T0 )) s" | tee -a "$OUT/summary.txt"
+wait $PREP; echo "   data: exit $? at $(elapsed) s" | tee -a "$OUT/summary.txt"
 step 210 diffusionad lib.bench diffusionad --pure-bf16 --freeze $AD_ARGS --json "$OUT/diffusionad.json"
 step 170 paper_smoke lib.tools.paper_smoke $SMOKE_ARGS --json "$OUT/paper_smoke.json"
-tar cf "$OUT/tables.tar" -C /tmp/fig tables logs 2>/dev/null
-echo "total $(( $(date +%s) - T0 )) s" | tee -a "$OUT/summary.txt"
+finish
+echo "total $(elapsed) s" | tee -a "$OUT/summary.txt"
 ls -la "$OUT"

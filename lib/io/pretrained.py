@@ -12,7 +12,16 @@ import torch
 from ..core.checks import check_choice
 from ..core.device import pick_device
 
-__all__ = ["WeightsError", "load_pipeline", "tiny_clip_tokenizer"]
+__all__ = ["WeightsError", "load_pipeline", "tiny_clip_tokenizer", "CLIP_VIT_L", "OPENCLIP_VIT_BIGG"]
+
+#: ``CLIPTextConfig`` arguments of the published text encoders (random-weight pipelines of the real architecture);
+#: the token ids match :func:`tiny_clip_tokenizer`
+CLIP_VIT_L = dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12,
+                  vocab_size=49408, hidden_act="quick_gelu", projection_dim=768, bos_token_id=0, eos_token_id=1,
+                  pad_token_id=1)                        # SD 1.5's encoder and SDXL's first
+OPENCLIP_VIT_BIGG = dict(hidden_size=1280, intermediate_size=5120, num_attention_heads=20, num_hidden_layers=32,
+                         vocab_size=49408, hidden_act="gelu", projection_dim=1280, bos_token_id=0, eos_token_id=1,
+                         pad_token_id=1)                 # SDXL's second
 
 
 class WeightsError(FileNotFoundError):

@@ -200,11 +200,11 @@ class Trainer:
 
     def _timing(self) -> dict:
         """The manifest's ``seconds_per_step`` (this process's median, see :attr:`seconds_per_step`) and how many
-        steps it is measured over; empty when this process ran no step (a resumed, finished run)."""
+        steps it is measured over; empty when this process ran fewer than two steps."""
         sps = self.seconds_per_step
         if sps is None:
             return {}
-        return {"seconds_per_step": round(sps, 4), "timed_steps": max(1, len(self.step_seconds) - 1)}
+        return {"seconds_per_step": round(sps, 4), "timed_steps": len(self.step_seconds) - 1}
 
     def _save(self, modules: dict[str, torch.nn.Module], opt) -> None:
         if not self.main:
@@ -218,10 +218,10 @@ class Trainer:
 
     @property
     def seconds_per_step(self) -> float | None:
-        """The median wall time of the steps this process ran, the first one left out when there are more (it
-        includes warm-up such as cuDNN's autotuning); None before any step."""
-        times = self.step_seconds[1:] or self.step_seconds
-        return statistics.median(times) if times else None
+        """The median wall time of the steps this process ran after its first (which carries the warm-up, e.g.
+        cuDNN's autotuning); None before a second step. A step's time runs to the read-back of its loss, so it also
+        holds the previous step's backward pass and update, which run asynchronously on a GPU."""
+        return statistics.median(self.step_seconds[1:]) if len(self.step_seconds) > 1 else None
 
     @property
     def done(self) -> bool:

@@ -30,13 +30,16 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 
 from ..core.checks import check_choice, check_float, check_int
-from ..io.pretrained import load_pipeline, tiny_clip_tokenizer
+from ..io.pretrained import CLIP_VIT_L, load_pipeline, tiny_clip_tokenizer
+
+if TYPE_CHECKING:
+    from diffusers import StableDiffusionImg2ImgPipeline
 
 __all__ = ["REPORT_TABLES", "plan_quotas", "compare_with_report", "pixel_features", "FilterResult",
            "filter_generated", "inspection_rates", "Img2ImgSettings", "REPORT", "Img2ImgFn", "class_prompt",
@@ -262,10 +265,10 @@ def sd_img2img_fn(pipe, settings: Img2ImgSettings = REPORT, batch_size: int = 8)
     return img2img
 
 
-def tiny_sd_img2img(seed: int = 0):
+def tiny_sd_img2img(seed: int = 0) -> StableDiffusionImg2ImgPipeline:
     """A randomly initialised, tiny ``StableDiffusionImg2ImgPipeline`` with DPM++ SDE Karras, built in code (no
     download), for plumbing tests: its images are noise."""
-    from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionImg2ImgPipeline, UNet2DConditionModel
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(check_int("seed", seed, 0))
@@ -276,51 +279,44 @@ def tiny_sd_img2img(seed: int = 0):
     vae = AutoencoderKL(block_out_channels=[32, 64], in_channels=3, out_channels=3,
                         down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
                         latent_channels=4, sample_size=32)
-    tok = tiny_clip_tokenizer()
     text = CLIPTextModel(CLIPTextConfig(bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_size=32,
                                         intermediate_size=37, layer_norm_eps=1e-5, num_attention_heads=4,
-                                        num_hidden_layers=2, vocab_size=len(tok), hidden_act="gelu"))
-    sched = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1)
-    pipe = StableDiffusionImg2ImgPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=net,
-                                          scheduler=_karras_sde(sched), safety_checker=None, feature_extractor=None,
-                                          requires_safety_checker=False)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+                                        num_hidden_layers=2, vocab_size=len(tiny_clip_tokenizer()), hidden_act="gelu"))
+    return _sd_img2img_pipeline(net, vae, text)
 
 
-def sd_img2img_random(seed: int = 0, device: str | torch.device = "cpu"):
+def sd_img2img_random(seed: int = 0, device: str | torch.device = "cpu") -> StableDiffusionImg2ImgPipeline:
     """``StableDiffusionImg2ImgPipeline`` with Stable Diffusion 1.5's architecture (UNet 860 M parameters, VAE, CLIP
     ViT-L/14 text encoder) and random weights initialised on ``device``, built in code (no download), with the
-    report's DPM++ SDE Karras: for timing and smoke-testing the paper profile where the weights cannot be fetched; its
-    images are noise."""
-    from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionImg2ImgPipeline, UNet2DConditionModel
+    report's DPM++ SDE Karras: for timing and smoke tests where the weights cannot be fetched; its images are noise."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(check_int("seed", seed, 0))
-    with torch.device(device):
-        net, vae, text = _sd15_networks(UNet2DConditionModel, AutoencoderKL, CLIPTextModel, CLIPTextConfig)
+    with torch.device(device):               # initialise where it will run
+        net = UNet2DConditionModel(sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
+                                   block_out_channels=(320, 640, 1280, 1280),
+                                   down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+                                   up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+                                   cross_attention_dim=768, attention_head_dim=8)
+        vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2,
+                            block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
+                            up_block_types=("UpDecoderBlock2D",) * 4, sample_size=512, scaling_factor=0.18215)
+        text = CLIPTextModel(CLIPTextConfig(**CLIP_VIT_L))
+    return _sd_img2img_pipeline(net, vae, text)
+
+
+def _sd_img2img_pipeline(net, vae, text) -> StableDiffusionImg2ImgPipeline:
+    """The img2img pipeline around the given networks: SD's DDPM schedule as DPM++ SDE Karras, the offline tokenizer,
+    no safety checker, no progress bar."""
+    from diffusers import DDPMScheduler, StableDiffusionImg2ImgPipeline
+
     sched = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1)
     pipe = StableDiffusionImg2ImgPipeline(vae=vae, text_encoder=text, tokenizer=tiny_clip_tokenizer(), unet=net,
                                           scheduler=_karras_sde(sched), safety_checker=None, feature_extractor=None,
                                           requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     return pipe
-
-
-def _sd15_networks(UNet2DConditionModel, AutoencoderKL, CLIPTextModel, CLIPTextConfig):
-    """SD 1.5's UNet, VAE and text encoder from their published configs, randomly initialised."""
-    net = UNet2DConditionModel(sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
-                               block_out_channels=(320, 640, 1280, 1280),
-                               down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-                               up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3, cross_attention_dim=768,
-                               attention_head_dim=8)
-    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2,
-                        block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
-                        up_block_types=("UpDecoderBlock2D",) * 4, sample_size=512, scaling_factor=0.18215)
-    text = CLIPTextModel(CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_attention_heads=12,
-                                        num_hidden_layers=12, vocab_size=49408, hidden_act="quick_gelu",
-                                        projection_dim=768, bos_token_id=0, eos_token_id=1, pad_token_id=1))
-    return net, vae, text
 
 
 def standin_img2img_fn(model, *, num_steps: int = 20, strength: float = REPORT.strength,

@@ -37,7 +37,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Callable, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -53,13 +53,16 @@ from ..core.paths import CHECKPOINTS
 from ..data.labels import write_json_atomic
 from ..io.checkpoints import CheckpointKind, checkpoint_path, half_precision, open_checkpoint, register_kind
 from ..io.cli import cli_main, command_line, config_argv, config_from_args, training_parser
-from ..io.pretrained import WeightsError, load_pipeline, tiny_clip_tokenizer
+from ..io.pretrained import CLIP_VIT_L, OPENCLIP_VIT_BIGG, WeightsError, load_pipeline, tiny_clip_tokenizer
 from ..io.training import Trainer, find_or_train, training_time
 from .masked_ddpm import masked_loss, q_sample_masked
 
+if TYPE_CHECKING:
+    from diffusers import StableDiffusionXLInpaintPipeline
+
 __all__ = ["PaperSettings", "PAPER", "PROMPTS", "NEGATIVE_PROMPT", "CLASSES", "DEFECT_CLASS", "prompt_class",
            "InpaintFn", "Request", "plan_requests", "GenerationFolder", "default_folder", "GenerationError", "generate",
-           "load_sdxl_inpaint", "sdxl_inpaint_fn", "tiny_sdxl_inpaint", "WeightsError", "StandinConfig", "standin_training_set",
+           "load_sdxl_inpaint", "sdxl_inpaint_fn", "tiny_sdxl_inpaint", "sdxl_inpaint_random", "WeightsError", "StandinConfig", "standin_training_set",
            "train_standin", "Standin", "load_standin", "sample_standin", "standin_inpaint_fn", "memseg_augment",
            "PROFILES", "checkpoint_name", "pretrained", "parser", "run", "main"]
 
@@ -320,11 +323,11 @@ def sdxl_inpaint_fn(pipe, settings: PaperSettings = PAPER, negative_prompt: str 
     return inpaint
 
 
-def tiny_sdxl_inpaint(seed: int = 0):
+def tiny_sdxl_inpaint(seed: int = 0) -> StableDiffusionXLInpaintPipeline:
     """A randomly initialised, tiny ``StableDiffusionXLInpaintPipeline`` built in code (no download): the real
     pipeline class with small components, for plumbing tests and the CPU run of ``python -m lib.bench diag``.
     Its images are noise; it proves the orchestration, not the method."""
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLInpaintPipeline, UNet2DConditionModel
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     torch.manual_seed(check_int("seed", seed, 0))
@@ -337,16 +340,48 @@ def tiny_sdxl_inpaint(seed: int = 0):
     vae = AutoencoderKL(block_out_channels=[32, 64], in_channels=3, out_channels=3,
                         down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
                         latent_channels=4, sample_size=128)
-    tok = tiny_clip_tokenizer()
     text = CLIPTextConfig(bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_size=32, intermediate_size=37,
-                          layer_norm_eps=1e-5, num_attention_heads=4, num_hidden_layers=2, vocab_size=len(tok),
-                          hidden_act="gelu", projection_dim=32)
+                          layer_norm_eps=1e-5, num_attention_heads=4, num_hidden_layers=2,
+                          vocab_size=len(tiny_clip_tokenizer()), hidden_act="gelu", projection_dim=32)
+    return _sdxl_inpaint_pipeline(net, vae, CLIPTextModel(text), CLIPTextModelWithProjection(text))
+
+
+def sdxl_inpaint_random(dtype: torch.dtype = torch.float16, seed: int = 0,
+                        device: str | torch.device = "cpu") -> StableDiffusionXLInpaintPipeline:
+    """``StableDiffusionXLInpaintPipeline`` with SDXL 1.0 inpainting's architecture (UNet 2.6 G parameters, 9 input
+    channels; VAE; CLIP ViT-L and OpenCLIP ViT-bigG text encoders) and random weights initialised on ``device``, built
+    in code (no download), for timing and smoke tests where the weights cannot be fetched; its images are noise."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.manual_seed(check_int("seed", seed, 0))
+    with torch.device(device):               # initialise where it will run: seconds on a GPU, not minutes on a CPU
+        unet = UNet2DConditionModel(
+            sample_size=128, in_channels=9, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280),
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(5, 10, 20),
+            transformer_layers_per_block=(1, 2, 10), cross_attention_dim=2048, use_linear_projection=True,
+            addition_embed_type="text_time", addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816)
+        vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2,
+                            block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
+                            up_block_types=("UpDecoderBlock2D",) * 4, sample_size=1024, scaling_factor=0.13025,
+                            force_upcast=True)
+        te1 = CLIPTextModel(CLIPTextConfig(**CLIP_VIT_L))
+        te2 = CLIPTextModelWithProjection(CLIPTextConfig(**OPENCLIP_VIT_BIGG))
+    return _sdxl_inpaint_pipeline(unet, vae, te1, te2).to(dtype=dtype)
+
+
+def _sdxl_inpaint_pipeline(unet, vae, te1, te2) -> StableDiffusionXLInpaintPipeline:
+    """The SDXL inpainting pipeline around the given networks: Euler (SDXL's scheduler config), the offline
+    tokenizer for both encoders, no aesthetics score, no progress bar."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLInpaintPipeline
+
+    tok = tiny_clip_tokenizer()
     sched = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, steps_offset=1, beta_schedule="scaled_linear",
                                    timestep_spacing="leading")
-    pipe = StableDiffusionXLInpaintPipeline(vae=vae, text_encoder=CLIPTextModel(text), tokenizer=tok,
-                                            text_encoder_2=CLIPTextModelWithProjection(text), tokenizer_2=tok,
-                                            unet=net, scheduler=sched, requires_aesthetics_score=False,
-                                            force_zeros_for_empty_prompt=True)
+    pipe = StableDiffusionXLInpaintPipeline(vae=vae, text_encoder=te1, tokenizer=tok, text_encoder_2=te2,
+                                            tokenizer_2=tok, unet=unet, scheduler=sched,
+                                            requires_aesthetics_score=False, force_zeros_for_empty_prompt=True)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

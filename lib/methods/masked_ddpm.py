@@ -537,7 +537,8 @@ def baseline_command(profile: str = "quick", *, category: str = "display_panel",
     from .. import data as kit_data
 
     base = replace(BASELINE[check_choice("profile", profile, list(BASELINE))], seed=check_int("seed", seed, 0))
-    name = f"ddpm_{base.preset}_mura_crops{base.image_size}" + (f"_seed{seed}" if seed else "")
+    what = "mura" if category == "display_panel" else category    # the embedded MURA set keeps its committed name
+    name = f"ddpm_{base.preset}_{what}_crops{base.image_size}" + (f"_seed{seed}" if seed else "")
     masked = PROFILES[profile]
     root = Path(data_root) if data_root is not None else embedded_mura(masked.image_size, version=DATA_VERSION)
     shown_data, run_data = _data_options(root, category)

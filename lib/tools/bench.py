@@ -313,6 +313,7 @@ def bench_diffusionad(args: argparse.Namespace) -> tuple[list[dict], dict]:
 
 
 def _short(dtype: torch.dtype) -> str:
+    """bf16 / fp16 (tables and row names), else the dtype's own name."""
     return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, str(dtype).replace("torch.", ""))
 
 
@@ -375,7 +376,7 @@ def main(argv: list[str] | None = None) -> None:
            f"TFLOP/s, {meta['ceiling_of']}). "
            "AUROC columns compare the paths on the embedded benchmark only (synthetic data; random weights "
            "make the AUROC itself meaningless).")
-    half = "fp16" if a.half == "float16" else "bf16"
+    half = _short(getattr(torch, a.half))
     suffix = (f"_pure{half}" if a.pure_bf16 else ("_fp16" if half == "fp16" else "")) + ("_frozen" if a.freeze else "") + \
         ("_cdt" if a.coordinate_descent else "") + \
         ("" if a.compile_mode == "default" else "_" + a.compile_mode.replace("-", ""))

@@ -1,6 +1,6 @@
 """``python -m lib.tools.paper_smoke``: each notebook's ``paper`` profile smoke-tested where a researcher would run it.
 
-    python -m lib.tools.paper_smoke                                  # a GPU: paper sizes, 3 training steps each
+    python -m lib.tools.paper_smoke                                  # a GPU: paper sizes, 5 training steps each
     python -m lib.tools.paper_smoke --only 04 --steps 5              # one notebook
     python -m lib.tools.paper_smoke --prepare-data                   # only generate the data it reads (CPU)
     python -m lib.tools.paper_smoke --device cpu --image-scale 8 --batch-size 2 --preset tiny --sd-arch tiny
@@ -12,19 +12,21 @@ of the profile's tens of thousands, into a temporary folder, loads the export as
 generation or scoring pass** with it:
 
 * 01 — the DDPM (256², paper UNet): training steps, then DDIM sampling of one image (50 steps);
-* 02 — the masked DDPM (512², feature-aware) and the §3.1 crop baseline: training steps, then one assigned-defect
-  image from the hybrid sampler (20 DDIM steps, DDPM below t = 10);
+* 02 — both masked DDPMs (512², feature-aware and blur-conditioned), the §3.1 crop baseline and the FCOS detector at
+  512²: training steps, then one assigned-defect image from the hybrid sampler (20 DDIM steps, DDPM below t = 10);
 * 03 — the thesis DDPM (sigmoid schedule, 20 % held out) and the learned map: training steps, then the learned map's
   command on 2 pairs, which runs 2 self-aware reconstructions (Algorithms 1–2 at the thesis' full setting) first;
 * 04 — DiffusionAD (paper UNet + segmentation net): training steps, then norm-guided scoring of 8 test images;
 * 05 — the ResNet-50 classifier at 704 × 256 for one epoch, DIAG's SDXL inpainting of one image (30 steps, guidance
   20, 1024²) and the report's SD 1.5 img2img of one image. The SD weights cannot be fetched here: both pipelines
-  are the real architectures with random weights (:func:`lib.tools.bench_diag.sdxl_inpaint_random`,
+  are the real architectures with random weights (:func:`lib.methods.diag.sdxl_inpaint_random`,
   :func:`lib.methods.balance.sd_img2img_random`), which is what the timing needs.
 
 Every row reports the seconds per training step (the median over the steps after the first, as the trainer measured
-it), the steps of one epoch over the training set and so the epoch's time, and the profile's full training
-extrapolated from them, with the pass's seconds and the peak GPU memory. A case that fails is reported with its
+it; for the classifier and the detector, whose training functions return only the net, the difference of two runs of
+k and 2k steps), the steps of one epoch over the training set named (the embedded sets are smaller than the real
+datasets: scale by the image count) and so the epoch's time, and the profile's full training extrapolated from them
+(the learned map: its reconstructions only, an upper bound), with the pass's seconds and the peak GPU memory. A case that fails is reported with its
 error and the others still run; the exit status is 1 if any failed. The table goes to
 ``figures/tables/timing/paper_smoke_<gpu|cpu>`` (``--json`` also writes the rows). Data come from the embedded
 benchmark at the profile's size (generated on first use; ``--prepare-data`` only generates them) or, for 01, 03 and 04,
@@ -49,6 +51,7 @@ import numpy as np
 import torch
 
 from ..core.device import device_label, pick_device
+from ..core.nets import count_parameters
 from ..core.timing import Stopwatch
 from ..io.checkpoints import read_manifest
 from ..io.training import TrainingCommand
@@ -80,7 +83,7 @@ class Smoke:
 
     out: Path
     device: torch.device
-    steps: int = 3
+    steps: int = 5
     image_scale: int = 1
     batch_size: int | None = None
     preset: str | None = None
@@ -138,8 +141,13 @@ def _timed(fn: Callable[[], object], device: torch.device) -> tuple[object, floa
     return out, clock.last
 
 
-def _params(net: torch.nn.Module) -> int:
-    return sum(p.numel() for p in net.parameters())
+def _difference(run: Callable[[int], object], k: int, device: torch.device) -> tuple[float, object]:
+    """Seconds of ``k`` training steps as t(2k) − t(k) of two runs, ``run(n)`` training n steps: what both runs spend
+    once (building the net, resizing the data, warm-up) cancels (for trainers that do not report their steps).
+    Returns the seconds and what the k-step run returned."""
+    t_2k = _timed(lambda: run(2 * k), device)[1]
+    out, t_k = _timed(lambda: run(k), device)
+    return t_2k - t_k, out
 
 
 def smoke_01(s: Smoke) -> list[dict]:
@@ -155,37 +163,57 @@ def smoke_01(s: Smoke) -> list[dict]:
     _, secs = _timed(lambda: sample_ddim(eps_fn(m.unet), (1, 3, S, S), m.diffusion, num_steps=50, generator=g,
                                          device=s.device), s.device)
     return [_row("01", f"DDPM ({m.config.preset} UNet)", man, image_size=S, batch=m.config.batch_size,
-                 profile_steps=ddpm.PROFILES["paper"].config.steps, n_train=None, params=_params(m.unet),
+                 profile_steps=ddpm.PROFILES["paper"].config.steps, n_train=None, params=count_parameters(m.unet),
                  pass_what="DDIM sampling, 1 image, 50 steps", pass_s=secs)]
 
 
 def smoke_02(s: Smoke) -> list[dict]:
-    """Notebook 02: the feature-aware masked DDPM and the crop baseline, then one assigned-defect image."""
+    """Notebook 02: both masked DDPMs (feature-aware, blur), the crop baseline and the FCOS detector, then one
+    assigned-defect image."""
     from .. import data as kit_data
+    from ..data.mura import defect_set
     from ..methods import assigned_defects as AD
+    from ..methods import detect as DT
     from ..methods import masked_ddpm as MD
 
-    tc = MD.training_command("paper", "features")
     # the embedded MURA set holds 60 images per class, fewer than the paper profile's 140 (seed 000's ~700 patches):
-    # on it the smoke trains on 40 per class, as the quick profile does
-    n_train = 40
-    path, man = s.train(tc, MD, n_train=n_train)
-    m = MD.load_masked(path, device=s.device)
-    cfg = m.config
-    root = Path(tc.argv[tc.argv.index("--data") + 1])
-    canvases = kit_data.load_category(root, "display_panel", image_size=cfg.image_size).train.images[:2]
-    S = cfg.image_size
-    _, secs = _timed(lambda: AD.generate(m, canvases, m.classes[0], position=(S // 2, S // 2), size=max(4, S // 8),
-                                         n=1, seed=0, num_steps=20, switch_t=10, device=s.device), s.device)
-    rows = [_row("02", f"masked DDPM, feature-aware ({cfg.preset} UNet, {n_train} images per class)", man, image_size=S, batch=cfg.batch_size,
-                 profile_steps=MD.PROFILES["paper"].steps, n_train=None, params=_params(m.unet),
-                 pass_what="1 assigned-defect image, hybrid sampler (20 DDIM steps, DDPM below t = 10)", pass_s=secs)]
+    # on it the smoke trains on the quick profile's count per class
+    n_train = MD.PROFILES["quick"].n_train
+    rows, models = [], {}
+    for variant in ("features", "blur"):
+        tc = MD.training_command("paper", variant)
+        path, man = s.train(tc, MD, n_train=n_train)
+        m = models[variant] = MD.load_masked(path, device=s.device)
+        S = m.config.image_size
+        rows.append(_row("02", f"masked DDPM, {variant} ({m.config.preset} UNet, {n_train} images per class)", man,
+                         image_size=S, batch=m.config.batch_size, profile_steps=MD.PROFILES["paper"].steps,
+                         n_train=None, params=count_parameters(m.unet)))
+    m = models["features"]                       # the notebook generates its detector data with this one
+    cat = kit_data.load_category(Path(tc.argv[tc.argv.index("--data") + 1]), "display_panel", image_size=S)
+    _, secs = _timed(lambda: AD.generate(m, cat.train.images[:2], m.classes[0], position=(S // 2, S // 2),
+                                         size=max(4, S // 8), n=1, seed=0, num_steps=20, switch_t=10,
+                                         device=s.device), s.device)
+    rows[0].update({"pass": "1 assigned-defect image, hybrid sampler (20 DDIM steps, DDPM below t = 10)",
+                    "pass_s": secs})
     tb = MD.baseline_command("paper")
     path_b, man_b = s.train(tb, MD, n_train=n_train)
     b = MD.ddpm.load_ddpm(path_b, device=s.device)
     rows.append(_row("02", f"§3.1 crop baseline DDPM ({b.config.preset} UNet)", man_b, image_size=b.config.image_size,
                      batch=b.config.batch_size, profile_steps=MD.BASELINE["paper"].steps, n_train=None,
-                     params=_params(b.unet)))
+                     params=count_parameters(b.unet)))
+    defects = defect_set(cat)
+    cfg = DT.DetectorConfig(image_size=S, batch_size=s.batch_size or DT.DetectorConfig.batch_size)
+    k = s.steps
+
+    def detector(n: int):
+        return DT.train_detector(defects.images, [[bx] for bx in defects.boxes()], len(defects.names),
+                                 replace(cfg, steps=n), progress=False, device=s.device)
+
+    secs, _ = _difference(detector, k, s.device)
+    row = _row("02", f"FCOS detector ({S}²)", None, image_size=S, batch=cfg.batch_size, profile_steps=None,
+               n_train=len(defects), params=count_parameters(DT.build_detector(len(defects.names), cfg)))
+    rows.append({**row, "s_per_step": secs / k, "timed_steps": k, "epoch_s": secs / k * row["steps_per_epoch"],
+                 "pass": "notebook 02 trains each detector for detector_steps (120) batches"})
     return rows
 
 
@@ -199,20 +227,22 @@ def smoke_03(s: Smoke) -> list[dict]:
     m = ddpm.load_ddpm(path, device=s.device)
     rows = [_row("03", f"thesis DDPM ({m.config.preset} UNet, sigmoid)", man, image_size=m.config.image_size,
                  batch=m.config.batch_size, profile_steps=ddpm.PROFILES["thesis-paper"].config.steps, n_train=None,
-                 params=_params(m.unet))]
+                 params=count_parameters(m.unet))]
     tl = LM.training_command(s.category, "paper", data_root=s.data_root)
     pairs = 2
     (path_l, man_l), secs = _timed(lambda: s.train(tl, LM, state=False, preset=False, steps=None, ddpm=path,
                                                    pairs=pairs, epochs=1, batch_size=pairs), s.device)
     lm = LM.load_learned_map(path_l, device=s.device)
     p = LM.PROFILES["paper"]
+    per_pair = man_l["pair_seconds"] / pairs
     row = _row("03", f"learned map ({lm.config.seg_preset} seg net; {pairs} pairs)", man_l,
-               image_size=m.config.image_size, batch=pairs, profile_steps=None, n_train=pairs, params=_params(lm.seg),
-               pass_what=f"the map's command: {pairs} self-aware reconstructions (thesis' full setting) + 1 epoch",
-               pass_s=secs)
-    # the profile's map reconstructs p.pairs training pairs first: that dominates its cost (the map's own
-    # p.config.epochs epochs at batch p.config.batch_size come on top and are not extrapolated here)
-    row["full_training_h"] = secs / pairs * p.pairs / 3600
+               image_size=m.config.image_size, batch=pairs, profile_steps=None, n_train=pairs,
+               params=count_parameters(lm.seg),
+               pass_what=f"the map's command: {pairs} self-aware reconstructions (thesis' full setting, "
+                         f"{per_pair:.3g} s each) + 1 epoch", pass_s=secs)
+    # the profile's map first reconstructs p.pairs pairs (in batches of 64; here of 2, so this is an upper bound),
+    # then trains p.config.epochs epochs at batch p.config.batch_size (not measured here: left out)
+    row["full_training_h"] = per_pair * p.pairs / 3600
     rows.append(row)
     return rows
 
@@ -239,7 +269,7 @@ def smoke_04(s: Smoke) -> list[dict]:
     _, secs = _timed(score, s.device)
     return [_row("04", f"DiffusionAD ({m.config.preset} UNet + {m.config.seg_preset} seg net)", man, image_size=S,
                  batch=m.config.batch_size, profile_steps=DA.PROFILES["paper"].steps, n_train=None,
-                 params=_params(m.unet) + _params(m.seg),
+                 params=count_parameters(m.unet) + count_parameters(m.seg),
                  pass_what=f"norm-guided scoring of {len(x)} test images (eager fp32)", pass_s=secs)]
 
 
@@ -253,25 +283,24 @@ def smoke_05(s: Smoke) -> list[dict]:
 
     split = ksdd2_split(kit_data.load_category(embedded_strip(64), "metal_strip"))
     paper = CL.PROFILES["paper"]
-    cfg = replace(paper, epochs=1, height=s.size(paper.height), width=s.size(paper.width),
+    cfg = replace(paper, height=s.size(paper.height), width=s.size(paper.width),
                   batch_size=s.batch_size or paper.batch_size)
     x = np.concatenate([split.negatives, split.positives])
     y = np.r_[np.zeros(len(split.negatives)), np.ones(len(split.positives))]
-    net, secs = _timed(lambda: CL.train_classifier(x, y, cfg, device=s.device), s.device)
     steps = math.ceil(len(x) / cfg.batch_size)
+    epoch, net = _difference(lambda n: CL.train_classifier(x, y, replace(cfg, epochs=n), device=s.device), 1,
+                             s.device)
     _, secs_pred = _timed(lambda: CL.predict(net, split.test, cfg), s.device)
     rows = [{**_row("05", f"classifier ({cfg.arch}, {cfg.height}×{cfg.width})", None, image_size=cfg.height,
-                    batch=cfg.batch_size, profile_steps=paper.epochs * steps, n_train=len(x), params=_params(net),
-                    pass_what=f"predict {len(split.test)} test images", pass_s=secs_pred),
-             "s_per_step": secs / steps, "epoch_s": secs,
-             "full_training_h": secs * paper.epochs / 3600}]
+                    batch=cfg.batch_size, profile_steps=paper.epochs * steps, n_train=len(x),
+                    params=count_parameters(net), pass_what=f"predict {len(split.test)} test images",
+                    pass_s=secs_pred),
+             "s_per_step": epoch / steps, "timed_steps": steps, "epoch_s": epoch,
+             "full_training_h": epoch * paper.epochs / 3600}]
     del net
     dtype = torch.float16 if s.gpu else torch.float32
-    if s.sd_arch == "full":
-        from .bench_diag import sdxl_inpaint_random
-
-        sdxl = sdxl_inpaint_random(dtype, device=s.device)     # the random weights initialised where they run
-        sd = BL.sd_img2img_random(device=s.device)
+    if s.sd_arch == "full":                          # the random weights initialised where they run
+        sdxl, sd = DG.sdxl_inpaint_random(dtype, device=s.device), BL.sd_img2img_random(device=s.device)
     else:
         sdxl, sd = DG.tiny_sdxl_inpaint(), BL.tiny_sd_img2img()
     diag_settings = replace(DG.PAPER, size=s.size(DG.PAPER.size))
@@ -280,7 +309,7 @@ def smoke_05(s: Smoke) -> list[dict]:
     _, secs = _timed(lambda: inpaint(split.negatives[:1], mask, [DG.PROMPTS[0]], [0]), s.device)
     rows.append(_row("05", f"DIAG SDXL inpainting ({s.sd_arch} architecture, random weights)", None,
                      image_size=diag_settings.size, batch=1, profile_steps=None, n_train=None,
-                     params=_params(sdxl.unet),
+                     params=count_parameters(sdxl.unet),
                      pass_what=f"1 image, {diag_settings.num_inference_steps} steps, guidance "
                                f"{diag_settings.guidance_scale:g}, {diag_settings.size}²", pass_s=secs))
     del sdxl, inpaint
@@ -290,7 +319,7 @@ def smoke_05(s: Smoke) -> list[dict]:
     img2img = BL.sd_img2img_fn(sd.to(device=s.device, dtype=dtype), settings)
     _, secs = _timed(lambda: img2img(img, ["scratch"], [0]), s.device)
     rows.append(_row("05", f"report's SD 1.5 img2img ({s.sd_arch} architecture, random weights)", None,
-                     image_size=settings.size, batch=1, profile_steps=None, n_train=None, params=_params(sd.unet),
+                     image_size=settings.size, batch=1, profile_steps=None, n_train=None, params=count_parameters(sd.unet),
                      pass_what=f"1 image, strength {settings.strength:g}, {settings.num_inference_steps} steps, "
                                f"DPM++ SDE Karras, {settings.size}²", pass_s=secs))
     return rows
@@ -343,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m lib.tools.paper_smoke", description=__doc__.split("\n\n")[0])
     p.add_argument("--only", default=",".join(NOTEBOOKS), help="comma-separated notebooks (default: all)")
     p.add_argument("--device", default=None, help="auto (default: cuda → mps → cpu), cuda, cuda:N, mps or cpu")
-    p.add_argument("--steps", type=int, default=3, help="training steps per model (the first is not timed)")
+    p.add_argument("--steps", type=int, default=5, help="training steps per model (the first is not timed)")
     p.add_argument("--data-root", default=None, help="notebooks 01, 03, 04: an MVTec-layout folder or a fetched "
                    "dataset's name (default: the embedded benchmark); 02 and 05 use the embedded MURA and strip sets")
     p.add_argument("--category", default="gravel", help="the category of notebooks 01, 03 and 04")
@@ -365,6 +394,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--steps {a.steps}: give at least 2 (the first step is warm-up and not timed)")
     if a.image_scale < 1:
         p.error(f"--image-scale {a.image_scale}: give a positive integer")
+    if a.batch_size is not None and a.batch_size < 1:
+        p.error(f"--batch-size {a.batch_size}: give a positive integer (or leave it out for the profiles' batches)")
     if a.prepare_data:
         t0 = time.perf_counter()
         for root in prepare_data(a.image_scale):

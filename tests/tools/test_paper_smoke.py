@@ -30,6 +30,23 @@ def test_a_dry_run_trains_each_paper_command_briefly_and_scores_once(tmp_path, m
     assert (tmp_path / "fig" / "tables" / "timing" / "paper_smoke_cpu_dryrun.md").exists()
 
 
+def test_a_dry_run_of_notebooks_02_and_05(tmp_path, monkeypatch):
+    """02: both masked DDPMs, the crop baseline and FCOS (two runs' difference); 05: the classifier's epoch and one
+    SDXL inpainting and SD img2img call on the tiny pipelines."""
+    monkeypatch.setenv("KIT_FIGURES_DIR", str(tmp_path / "fig"))
+    out = tmp_path / "rows.json"
+    rc = PS.main(["--only", "2,5", "--device", "cpu", "--image-scale", "8", "--batch-size", "16", "--preset", "tiny",
+                  "--sd-arch", "tiny", "--steps", "3", "--json", str(out)])
+    rows = {r["model"].split(" (")[0]: r for r in json.loads(out.read_text())["rows"]}
+    assert rc == 0 and all(r["status"] == "ok" for r in rows.values())
+    assert set(rows) == {"masked DDPM, features", "masked DDPM, blur", "§3.1 crop baseline DDPM", "FCOS detector",
+                         "classifier", "DIAG SDXL inpainting", "report's SD 1.5 img2img"}
+    assert rows["masked DDPM, features"]["pass_s"] > 0            # the notebook generates with the feature-aware model
+    assert rows["classifier"]["epoch_s"] == pytest.approx(rows["classifier"]["s_per_step"]
+                                                          * rows["classifier"]["steps_per_epoch"])
+    assert rows["DIAG SDXL inpainting"]["pass_s"] > 0 and rows["report's SD 1.5 img2img"]["pass_s"] > 0
+
+
 def test_a_failing_case_is_reported_and_the_others_still_run(tmp_path, monkeypatch, capsys):
     def broken(s):
         raise RuntimeError("boom")
@@ -52,7 +69,7 @@ def test_bad_arguments_are_usage_errors(argv):
 def test_the_random_weight_pipelines_have_the_published_architectures():
     """Built on the meta device (no memory, no time): SD 1.5's and SDXL inpainting's parameter counts."""
     from lib.methods.balance import sd_img2img_random
-    from lib.tools.bench_diag import sdxl_inpaint_random
+    from lib.methods.diag import sdxl_inpaint_random
 
     def n(m):
         return sum(p.numel() for p in m.parameters())
