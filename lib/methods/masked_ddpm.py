@@ -59,8 +59,8 @@ from . import ddpm
 
 __all__ = ["MaskedConfig", "q_sample_masked", "masked_loss", "condition", "FeatureBank", "FeatureBankError",
            "bank_path", "train_masked", "load_masked", "MaskedDDPM", "generate_in_boxes", "Inpainted", "defect_crops",
-           "PROFILES", "BASELINE", "checkpoint_name", "training_command", "baseline_command", "pretrained",
-           "pretrained_baseline", "training_set", "parser", "run", "main"]
+           "PROFILES", "BASELINE", "checkpoint_name", "held_out_split", "training_command", "baseline_command",
+           "pretrained", "pretrained_baseline", "training_set", "parser", "run", "main"]
 
 MODULE = "lib.methods.masked_ddpm"
 N_COND = 2  # condition channels: context map (Algorithm 1 line 6), features (lines 8-16)
@@ -507,6 +507,21 @@ def training_set(data_root: str | os.PathLike | None, category: str, image_size:
     root = Path(data_root) if data_root is not None else embedded_mura(image_size, version=DATA_VERSION)
     cat = kit_data.load_category(root, category, image_size=image_size)
     return root, split_defect_set(defect_set(cat), n_train, min(n_real, n_train))[0]
+
+
+def held_out_split(defects: DefectSet, profile: str, n_real: int,
+                   source: str | os.PathLike = "the data") -> tuple[DefectSet, DefectSet, DefectSet]:
+    """(generator training, few real, held out) of ``defects`` for notebook 02: the first ``PROFILES[profile].n_train``
+    images per class, which the profile's generators train on (:func:`training_set`), the detector's few real (the
+    first ``n_real`` of those) and the rest, which neither sees. Data with too few images per class for the profile
+    (the paper profile's 140 against the embedded set's 60) raise ``ValueError`` naming ``source`` and the fix."""
+    n_train = PROFILES[check_choice("profile", profile, list(PROFILES))].n_train
+    counts = defects.counts()
+    if min(counts.values()) <= n_train:
+        raise ValueError(f"profile={profile!r} trains its generators on the first {n_train} images per class and "
+                         f"{source} has {counts}: pass data_root= a folder with more than {n_train} per class "
+                         "(seed 000: ~700 patches), or profile='quick'")
+    return split_defect_set(defects, n_train, n_real)
 
 
 def _data_options(root: Path, category: str) -> tuple[list[str], list[str]]:

@@ -372,12 +372,13 @@ def main(argv: list[str] | None = None) -> None:
     cap = (f"DiffusionAD norm-guided inference on {meta['device']} ({meta['preset']} UNet "
            f"{meta['unet_params'] / 1e6:.1f} M params, {meta['seg_preset']} seg net "
            f"{meta['seg_params'] / 1e6:.1f} M, {meta['image_size']}², {meta['tflop_per_image']:.3f} TFLOP "
-           f"per image, {meta['weights']}; torch {meta['torch']}, {date.today()}; measured ceiling {meta['ceiling_TFLOP_per_s']:.3g} "
-           f"TFLOP/s, {meta['ceiling_of']}). "
+           f"per image, {meta['weights']}; torch {meta['torch']}, {date.today()}; measured ceiling "
+           f"{meta['ceiling_TFLOP_per_s']:.3g} TFLOP/s, {meta['ceiling_of']}). "
            "AUROC columns compare the paths on the embedded benchmark only (synthetic data; random weights "
            "make the AUROC itself meaningless).")
     half = _short(getattr(torch, a.half))
-    suffix = (f"_pure{half}" if a.pure_bf16 else ("_fp16" if half == "fp16" else "")) + ("_frozen" if a.freeze else "") + \
+    suffix = (f"_pure{half}" if a.pure_bf16 else ("_fp16" if half == "fp16" else "")) + \
+        ("_frozen" if a.freeze else "") + \
         ("_cdt" if a.coordinate_descent else "") + \
         ("" if a.compile_mode == "default" else "_" + a.compile_mode.replace("-", ""))
     save_table(df, f"bench_diffusionad_{dev}_{meta['preset']}{meta['image_size']}{suffix}", cap, timing=True)
@@ -385,7 +386,8 @@ def main(argv: list[str] | None = None) -> None:
         Path(a.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     print()
     print(cap)
-    cols = ["path", "batch", "images_per_s", "latency_ms", "TFLOP_per_s", "fraction_of_ceiling", "speedup_vs_paper_setting", "unet_forwards_per_s", "max_abs_map_diff",
+    cols = ["path", "batch", "images_per_s", "latency_ms", "TFLOP_per_s", "fraction_of_ceiling",
+            "speedup_vs_paper_setting", "unet_forwards_per_s", "max_abs_map_diff",
             "image_AUROC", "pixel_AUROC", "peak_GiB"]
     print(df[[c for c in cols if c in df]].to_markdown(index=False, floatfmt=".4g"))
 

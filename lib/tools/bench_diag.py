@@ -197,8 +197,8 @@ def main(argv: list[str] | None = None) -> None:
     df = pd.DataFrame(rows)
     cap = (f"DIAG SDXL inpainting on {meta['device']} ({meta['weights']}, UNet {meta['unet_params'] / 1e6:.0f} M "
            f"params, {meta['dtype']}, {meta['size']}², {meta['steps']} steps, guidance 20, padding_mask_crop 2, "
-           f"{meta['images']} images per timed call; torch {meta['torch']}, {date.today()}). Target: ≤ 0.8 s per 1024² image on one "
-           "H100/H200.")
+           f"{meta['images']} images per timed call; torch {meta['torch']}, {date.today()}). Target: ≤ 0.8 s per 1024² "
+           "image on one H100/H200.")
     name = f"bench_diag_{'gpu' if gpu else 'cpu'}_{a.arch}{meta['size']}_{meta['dtype']}"
     save_table(df, name, cap, timing=True)
     if a.json:

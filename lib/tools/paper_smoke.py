@@ -23,14 +23,14 @@ generation or scoring pass** with it:
   :func:`lib.methods.balance.sd_img2img_random`), which is what the timing needs.
 
 Every row reports the seconds per training step (the median over the steps after the first, as the trainer measured
-it; for the classifier and the detector, whose training functions return only the net, the difference of two runs of
-k and 2k steps), the steps of one epoch over the training set named (the embedded sets are smaller than the real
+it; for the classifier and the detector, whose training functions return only the net, the difference of two runs of k
+and 2k steps), the steps of one epoch over the training set named (the embedded sets are smaller than the real
 datasets: scale by the image count) and so the epoch's time, and the profile's full training extrapolated from them
-(the learned map: its reconstructions only, an upper bound), with the pass's seconds and the peak GPU memory. A case that fails is reported with its
-error and the others still run; the exit status is 1 if any failed. The table goes to
+(the learned map: its reconstructions only, an upper bound), with the pass's seconds and the peak GPU memory. A case
+that fails is reported with its error and the others still run; the exit status is 1 if any failed. The table goes to
 ``figures/tables/timing/paper_smoke_<gpu|cpu>`` (``--json`` also writes the rows). Data come from the embedded
-benchmark at the profile's size (generated on first use; ``--prepare-data`` only generates them) or, for 01, 03 and 04,
-``--data-root``.
+benchmark at the profile's size (generated on first use; ``--prepare-data`` only generates them) or, for 01, 03 and
+04, ``--data-root``.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ import traceback
 from datetime import date
 from dataclasses import dataclass, replace
 from pathlib import Path
+from types import ModuleType
 from typing import Callable
 
 import numpy as np
@@ -93,13 +94,14 @@ class Smoke:
 
     @property
     def gpu(self) -> bool:
+        """Whether the smoke runs on a CUDA device."""
         return self.device.type == "cuda"
 
     def size(self, paper: int) -> int:
         """A paper image size, divided by ``image_scale`` for a dry run."""
         return max(8, paper // self.image_scale)
 
-    def train(self, tc: TrainingCommand, module, *, state: bool = True, preset: bool = True,
+    def train(self, tc: TrainingCommand, module: ModuleType, *, state: bool = True, preset: bool = True,
               **extra: str | int | None) -> tuple[Path, dict]:
         """Run ``tc`` (a method's training command) through ``module.run`` with the smoke's steps, name, folders,
         device and dry-run reductions; returns the export's path and its manifest."""
@@ -319,7 +321,8 @@ def smoke_05(s: Smoke) -> list[dict]:
     img2img = BL.sd_img2img_fn(sd.to(device=s.device, dtype=dtype), settings)
     _, secs = _timed(lambda: img2img(img, ["scratch"], [0]), s.device)
     rows.append(_row("05", f"report's SD 1.5 img2img ({s.sd_arch} architecture, random weights)", None,
-                     image_size=settings.size, batch=1, profile_steps=None, n_train=None, params=count_parameters(sd.unet),
+                     image_size=settings.size, batch=1, profile_steps=None, n_train=None,
+                     params=count_parameters(sd.unet),
                      pass_what=f"1 image, strength {settings.strength:g}, {settings.num_inference_steps} steps, "
                                f"DPM++ SDE Karras, {settings.size}²", pass_s=secs))
     return rows
@@ -330,8 +333,8 @@ CASES: dict[str, Callable[[Smoke], list[dict]]] = {"01": smoke_01, "02": smoke_0
 
 
 def prepare_data(image_scale: int = 1) -> list[Path]:
-    """Generate the embedded data the smoke and ``python -m lib.bench diffusionad`` read (the benchmark at 256², default
-    version and version 3; the MURA set at 512²; the strip at 64), so that a GPU call need not wait for it."""
+    """Generate the embedded data the smoke and ``python -m lib.bench diffusionad`` read (the benchmark at 256²,
+    default version and version 3; the MURA set at 512²; the strip at 64), so that a GPU call need not wait for it."""
     from .. import data as kit_data
     from ..data.ksdd2 import embedded_strip
     from ..data.mura import embedded_mura
@@ -424,7 +427,8 @@ def main(argv: list[str] | None = None) -> int:
     from ..show.figures import save_table
 
     df = pd.DataFrame(rows)
-    cap = (f"Paper-profile smoke on {device_label(device)} (torch {torch.__version__}, {date.today()}): each model's own training "
+    cap = (f"Paper-profile smoke on {device_label(device)} (torch {torch.__version__}, {date.today()}): each model's "
+           "own training "
            f"command for {a.steps} steps (s/step: the median after the first), one epoch and the profile's full "
            "training extrapolated from it, and one generation / scoring pass. SDXL and SD 1.5 have random weights "
            "(the real architectures); data: " + (a.data_root or "the embedded synthetic benchmark") + "."

@@ -169,6 +169,20 @@ def test_cli_smoke_paper_preset_and_baseline(mura, tmp_path):
         M.main(["--data", str(mura), "--name", "x", "--image-size", "30", "--steps", "1"])
 
 
+def test_held_out_split_follows_the_profile_and_refuses_too_little_data(mura):
+    """notebook 02's split: the quick generators' first n_train per class; the paper profile's 140 per class do not fit
+    the embedded set, and the error names the data and the fix."""
+    ds = defect_set(data.load_category(mura, "display_panel"))
+    tr, real, test = M.held_out_split(ds, "quick", 3)
+    assert set(tr.counts().values()) == {M.PROFILES["quick"].n_train} and len(real) == 3 * len(ds.names)
+    assert not set(test.paths) & set(tr.paths)
+    with pytest.raises(ValueError, match=r"profile='paper' trains its generators on the first 140 .*"
+                                         r"here has .*pass data_root="):
+        M.held_out_split(ds, "paper", 3, source="here")
+    with pytest.raises(ValueError, match="profile"):
+        M.held_out_split(ds, "big", 3)
+
+
 def test_defect_split_and_patches(mura):
     ds = defect_set(data.load_category(mura, "display_panel"))
     tr, real, test = split_defect_set(ds, 10, 3)
